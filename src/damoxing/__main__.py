@@ -1,0 +1,3 @@
+from damoxing.cli import main
+
+main()

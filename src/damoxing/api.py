@@ -1,0 +1,261 @@
+"""The Python API, and the one place where the stages are wired together:
+
+    config -> data (arrays + fitted preprocessing) -> model (from the data's schema)
+           -> train loop -> evaluation -> run folder
+
+`train`, `load`, `evaluate` and `predict` mirror the CLI verbs.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from damoxing import __version__
+from damoxing.console import note, progress_bar, set_quiet, warn
+from damoxing.errors import TrainingDiverged
+
+
+@dataclass
+class Run:
+    """What `train` returns: the run folder and what was measured."""
+
+    path: Path
+    metrics: dict
+    config: Any
+    history: list[dict] = field(default_factory=list)
+    manifest: dict = field(default_factory=dict)
+
+    def load(self):
+        return load(self.path)
+
+
+def _overrides(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Python keyword overrides: `train__epochs=5` means the dotted key `train.epochs`."""
+    return {k.replace("__", "."): v for k, v in kwargs.items()}
+
+
+def train(config: str | Path | dict, *, out: str | Path | None = None, quiet: bool = False,
+          overrides: Optional[dict[str, Any]] = None, **kwargs: Any) -> Run:
+    """Train, evaluate and save one run.
+
+    Args:
+        config: a YAML path or a dict with the same keys.
+        out: the run folder (default runs/<name>-<time>).
+        quiet: no progress bar or notes.
+        overrides: dotted keys, e.g. {"train.epochs": 5}; keyword arguments such as
+            `train__epochs=5` are the same.
+    Returns:
+        Run with `.path`, `.metrics`, `.config`, `.history`, `.manifest`.
+    """
+    import torch
+
+    from damoxing.config import dump_config, load_config
+    from damoxing.data.pipeline import prepare_data
+    from damoxing.models import count_parameters, create_model, resolve_size
+    from damoxing.run_folder import RunWriter, new_run_path
+    from damoxing.tasks import TASKS
+    from damoxing.train.loop import Split, fit, pick_device
+
+    set_quiet(quiet)
+    started = time.perf_counter()
+    cfg = load_config(config, {**(overrides or {}), **_overrides(kwargs)})
+    base_dir = Path(config).resolve().parent if isinstance(config, (str, Path)) else None
+    device = pick_device(cfg.train.device)
+    path = new_run_path(out, cfg.name)  # refuse an --out that holds a run before any work
+
+    data = prepare_data(cfg, base_dir)
+    cfg = cfg.model_copy(update={"task": data.task, "model": resolve_size(cfg.model)})
+    task = TASKS.get(data.task)(cfg.train)
+    load_seconds = time.perf_counter() - started
+
+    torch.manual_seed(cfg.train.seed)
+    model = create_model(cfg.model, data.schema)
+    params, trainable = count_parameters(model)
+    note(f"{cfg.name}: {cfg.model.type} ({params:,} parameters) on {data.source}, task {data.task}, "
+         f"{data.summary['split_rows']['train']} training rows, device {device}")
+
+    splits = {k: Split(torch.as_tensor(data.x[k]), None if data.y[k] is None else torch.as_tensor(data.y[k])) for k in data.x}
+    progress = progress_bar()
+    if progress is not None:
+        progress.start()
+    try:
+        result = fit(model, splits["train"], splits["val"], task, cfg.train, device, progress=progress)
+    finally:
+        if progress is not None:
+            progress.stop()
+    if result.message:
+        if result.stopped != "diverged":  # a divergence is reported as the error below
+            (warn if result.stopped == "interrupted" else note)(result.message)
+
+    eval_started = time.perf_counter()
+    metrics = evaluate_run(model, task, data, cfg, device)
+    eval_seconds = time.perf_counter() - eval_started
+
+    writer = RunWriter(path)
+    from safetensors.torch import save_file
+
+    model.to("cpu")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(writer.file("model.safetensors")))
+    writer.write_text("config.yaml", dump_config(cfg))
+    writer.write_json("preprocessing.json", data.preprocessing.to_dict())
+    writer.write_json("metrics.json", metrics)
+    writer.write_jsonl("history.jsonl", result.history)
+    np.savez(writer.file("splits.npz"), **{k: v.astype(np.int64) for k, v in data.indices.items()})
+    manifest = build_manifest(cfg, data, result, device, params, trainable,
+                              timings={"load_seconds": load_seconds, "train_seconds": result.train_seconds,
+                                       "eval_seconds": eval_seconds, "total_seconds": time.perf_counter() - started})
+    writer.write_json("manifest.json", manifest)
+    path = writer.commit()
+    note(headline(metrics, data.task, path))
+    if result.stopped == "diverged":
+        raise TrainingDiverged(f"{result.message} The best weights so far were saved in {path}.")
+    return Run(path=path, metrics=metrics, config=cfg, history=result.history, manifest=manifest)
+
+
+def evaluate_run(model, task, data, cfg, device) -> dict:
+    """Metrics for val and test, the baseline's, and bootstrap intervals for test."""
+    import torch
+
+    from damoxing.evaluate.evaluation import evaluate_predictions
+    from damoxing.train.loop import autocast_context, model_outputs
+
+    autocast = autocast_context(cfg.train, device)
+    metrics: dict[str, Any] = {}
+    train_targets = data.y_original["train"]
+    for split in ("val", "test"):
+        if data.y_original[split] is None or len(data.x[split]) == 0:
+            continue
+        x = torch.as_tensor(data.x[split], device=device)
+        pred = task.predictions(model_outputs(model, x, cfg.train.eval_batch_size, autocast))
+        if data.task == "regression":
+            pred = data.preprocessing.decode_regression(pred)
+        result = evaluate_predictions(task, data.y_original[split], pred, data.schema, train_targets,
+                                      n_resamples=1000 if split == "test" else 0, seed=cfg.train.seed)
+        metrics[split] = result["metrics"]
+        metrics.setdefault("baseline", {})[split] = result["baseline"]
+        if "ci" in result:
+            metrics[f"{split}_ci"] = result["ci"]
+    return metrics
+
+
+def headline(metrics: dict, task: str, path: Path) -> str:
+    from damoxing.evaluate.metrics import headline_metric
+
+    name = headline_metric(task)
+    split = "test" if "test" in metrics else "val"
+    if split not in metrics or name not in metrics[split]:
+        return f"saved run to {path}"
+    value = metrics[split][name]
+    ci = metrics.get(f"{split}_ci", {}).get(name)
+    base = metrics.get("baseline", {}).get(split, {}).get(name)
+    text = f"{split} {name} {value:.4f}"
+    if ci:
+        text += f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})"
+    if base is not None:
+        text += f", baseline {base:.4f}"
+    return f"{text}; saved run to {path}"
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("torch", "numpy", "pandas", "scikit-learn", "pydantic", "safetensors", "transformers", "tokenizers", "peft"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def build_manifest(cfg, data, result, device, params: int, trainable: int, timings: dict) -> dict:
+    import torch
+
+    return {
+        "damoxing": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": sys.argv,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": package_versions(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "seed": cfg.train.seed,
+        "task": data.task,
+        "data": {"source": data.source, "fingerprint": data.fingerprint, **data.summary},
+        "model": {"type": cfg.model.type, "params": params, "trainable_params": trainable},
+        "training": {
+            "epochs_run": len(result.history), "best_epoch": result.best_epoch, "monitor": result.monitor,
+            "best_score": result.best_score, "stopped": result.stopped, "message": result.message,
+            "steps": result.steps, "samples_seen": result.samples_seen,
+        },
+        "timings": timings,
+    }
+
+
+def load(path: str | Path, device: str = "cpu"):
+    """A saved run as a Predictor: `.predict(df_or_array)`, `.predict_proba(...)`."""
+    from damoxing.predictor import Predictor
+
+    return Predictor(path, device=device)
+
+
+def evaluate(run: str | Path, data: str | Path | None = None) -> dict:
+    """Re-evaluate a saved run: on its own test split (default) or on a labelled file."""
+    from damoxing.data.pipeline import prepare_data
+    from damoxing.evaluate.evaluation import evaluate_predictions
+    from damoxing.predictor import read_table_or_arrays
+    from damoxing.run_folder import read_json
+    from damoxing.errors import DataError
+
+    predictor = load(run)
+    prep = predictor.preprocessing
+    if data is None:
+        prepared = prepare_data(predictor.config)
+        manifest = read_json(predictor.path / "manifest.json")
+        if prepared.fingerprint != manifest["data"]["fingerprint"]:
+            warn(f"the data at {prepared.source} changed since this run was trained (fingerprint differs); "
+                 "its test split may not be the one in metrics.json.")
+        y = prepared.y_original["test"]
+        train_targets = prepared.y_original["train"]
+        out = predictor.task.predictions(_outputs(predictor, prepared.x["test"]))
+        if predictor.task_name == "regression":
+            out = prep.decode_regression(out)
+        return evaluate_predictions(predictor.task, y, out, predictor.schema, train_targets)
+    inputs, targets = read_table_or_arrays(data, predictor.schema.kind, prep.target)
+    if targets is None:
+        raise DataError(f"'{data}' has no target values ('{prep.target}'); evaluate needs labelled data. Use `damoxing predict` for unlabelled inputs.")
+    keep = ~_is_missing(targets)
+    if not keep.all():
+        warn(f"dropped {int((~keep).sum())} row(s) whose target '{prep.target}' is missing.")
+        inputs = inputs[keep] if not hasattr(inputs, "iloc") else inputs.loc[keep]
+        targets = targets[keep]
+    return predictor.evaluate(inputs, targets)
+
+
+def _outputs(predictor, x: np.ndarray):
+    import torch
+
+    from damoxing.train.loop import model_outputs
+
+    return model_outputs(predictor.model, torch.as_tensor(x), 1024)
+
+
+def _is_missing(values: np.ndarray) -> np.ndarray:
+    import pandas as pd
+
+    return pd.isna(pd.Series(values)).to_numpy()
+
+
+def predict(run: str | Path, data: Any) -> np.ndarray:
+    """Predictions of a saved run for raw inputs."""
+    return load(run).predict(data)

@@ -1,0 +1,199 @@
+"""The `damoxing` command: thin. It parses arguments, calls the API and formats errors.
+
+Nothing heavy is imported at module level, so `damoxing --help` answers at once; each command
+imports what it needs. A user error prints one paragraph to stderr and exits 2 (no traceback
+unless --debug); the run folder's path is the last line of `train`'s stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(
+    name="damoxing",
+    help="damoxing (大模型): describe data and model in YAML, train with one command, then evaluate, predict and compare from the run folder.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks for errors.")) -> None:
+    _state["debug"] = debug
+
+
+def _parse_sets(sets: Optional[List[str]]) -> dict:
+    from damoxing.config import parse_override
+
+    return dict(parse_override(s) for s in sets or [])
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="YAML config (see `damoxing init`)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config value: key.path=value (repeatable)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder to write (default runs/<name>-<time>)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or notes."),
+) -> None:
+    """Train, evaluate and save a run; prints the run folder's path last."""
+    from damoxing.api import train as train_run
+
+    run = train_run(config, out=out, quiet=quiet, overrides=_parse_sets(set_))
+    typer.echo(str(run.path))
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Argument(..., help="A run folder."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Labelled CSV/Parquet/NPZ (default: the run's own test split)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Re-evaluate a saved run on its test split or on new labelled data."""
+    from damoxing.api import evaluate as evaluate_run
+
+    result = evaluate_run(run, data)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=float))
+        return
+    _print_metrics(result)
+
+
+def _print_metrics(result: dict) -> None:
+    from rich.table import Table
+
+    table = Table("metric", "model", "95% CI", "baseline")
+    metrics, ci, base = result["metrics"], result.get("ci", {}), result.get("baseline", {})
+    for name, value in metrics.items():
+        if isinstance(value, (int, float)) or value is None:
+            interval = ci.get(name)
+            table.add_row(name, _fmt(value), f"{_fmt(interval[0])} - {_fmt(interval[1])}" if interval else "", _fmt(base.get(name)))
+    _console().print(table)
+
+
+def _console():
+    """A stdout console; wide when stdout is not a terminal, so piped tables are not cut."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
+def _fmt(v) -> str:
+    return "" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
+
+
+@app.command()
+def predict(
+    run: Path = typer.Argument(..., help="A run folder."),
+    input: Path = typer.Argument(..., help="CSV/Parquet (tables) or NPZ/NPY/IDX (images)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write predictions to this CSV/Parquet (default: print CSV)."),
+) -> None:
+    """Predict with a saved run; writes `prediction` (and `proba_<class>` for classifiers)."""
+    import pandas as pd
+
+    from damoxing.api import load
+    from damoxing.errors import UserError
+    from damoxing.predictor import read_table_or_arrays
+
+    predictor = load(run)
+    inputs, _ = read_table_or_arrays(input, predictor.schema.kind, predictor.preprocessing.target)
+    frame = pd.DataFrame({"prediction": predictor.predict(inputs)})
+    if predictor.task_name == "classification":
+        proba = predictor.predict_proba(inputs)
+        for j, name in enumerate(predictor.classes_):
+            frame[f"proba_{name}"] = proba[:, j]
+    if out is None:
+        typer.echo(frame.to_csv(index=False), nl=False)
+        return
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise UserError(f"--out '{out}' must end in .csv or .parquet.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(out, index=False) if out.suffix.lower() == ".parquet" else frame.to_csv(out, index=False)
+    typer.echo(str(out))
+
+
+@app.command()
+def init(
+    template: str = typer.Argument("digits-cnn", help="Starter to write; `damoxing init --list` shows them."),
+    out: Optional[Path] = typer.Option(None, "--out", help="File to write (default <template>.yaml)."),
+    list_: bool = typer.Option(False, "--list", help="List the templates."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+) -> None:
+    """Write a commented starter config."""
+    from damoxing.templates import TEMPLATES, template_text
+
+    if list_:
+        for name, description in TEMPLATES.items():
+            typer.echo(f"{name:24s} {description}")
+        return
+    text = template_text(template)
+    target = out or Path(f"{template}.yaml")
+    if target.exists() and not force:
+        from damoxing.errors import UserError
+
+        raise UserError(f"'{target}' already exists; pass --force to overwrite it or --out to write elsewhere.")
+    target.write_text(text)
+    typer.echo(str(target))
+
+
+@app.command()
+def schema() -> None:
+    """Print the config's JSON Schema (for editor autocompletion)."""
+    from damoxing.config import config_schema
+
+    typer.echo(json.dumps(config_schema(), indent=2))
+
+
+@app.command()
+def datasets() -> None:
+    """List the bundled datasets (builtin:NAME)."""
+    from rich.table import Table
+
+    from damoxing.data.builtin import list_builtins
+
+    table = Table("source", "kind", "task", "rows", "shape", "classes", "description")
+    for d in list_builtins():
+        table.add_row(f"builtin:{d['name']}", d["kind"], d["task"], str(d["rows"]), str(d["shape"]),
+                      str(d.get("n_classes") or ""), d["description"])
+    _console().print(table)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Entry point: runs the app and turns user errors into one paragraph and exit code 2."""
+    from damoxing.errors import UserError
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except UserError as e:
+        if _state["debug"]:
+            raise
+        print(f"error: {e.message}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as e:  # click usage errors carry their own formatting
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            print("aborted", file=sys.stderr)
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

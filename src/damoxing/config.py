@@ -1,0 +1,283 @@
+"""Typed config, validated once at the edge.
+
+A config is a YAML file (or a dict) plus `--set key.path=value` overrides. It is validated with
+pydantic v2 before any work starts; unknown keys and bad values raise `ConfigError` with one
+paragraph naming the key, the bad value and what would be valid. The `model:` section is a union
+of every registered model family's own config class, chosen by `model.type`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from damoxing.errors import ConfigError, choices_text, did_you_mean
+
+Task = Literal["classification", "regression", "language_modeling", "generation"]
+Size = Literal["tiny", "small", "base"]
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SplitConfig(StrictModel):
+    val: float = Field(0.1, ge=0, lt=1, description="fraction of rows for validation")
+    test: float = Field(0.2, ge=0, lt=1, description="fraction of rows for the test set")
+    stratify: bool = Field(True, description="keep class proportions in every split (classification)")
+    seed: int = 0
+
+
+class PreprocessConfig(StrictModel):
+    numeric_impute: Literal["mean", "median"] = "mean"
+    scaling: Literal["standard", "minmax", "none"] = "standard"
+    categorical: Literal["onehot", "ordinal"] = "onehot"
+    max_categories: int = Field(100, ge=1)
+    image: Literal["standard", "minmax", "none"] = "standard"
+    scale_target: bool = Field(True, description="standardize a regression target while training")
+
+
+class DataConfig(StrictModel):
+    source: str = Field(..., description="builtin:NAME | path to .csv .parquet .npz .npy .idx[.gz] | a folder")
+    target: Optional[str] = Field(None, description="column to predict; default: label/target/y/class or the last column")
+    labels: Optional[str] = Field(None, description="labels file for .npy / IDX images")
+    features: Optional[list[str]] = Field(None, description="input columns; default: every column but the target")
+    split: SplitConfig = SplitConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+
+
+class OptimizerConfig(StrictModel):
+    name: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class ScheduleConfig(StrictModel):
+    name: Literal["constant", "step", "cosine", "linear", "reduce_on_plateau"] = "constant"
+    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up from 0 over this many epochs")
+    step_epochs: int = Field(10, ge=1, description="step: multiply lr by gamma every step_epochs")
+    gamma: float = Field(0.1, gt=0, le=1)
+    patience: int = Field(3, ge=0, description="reduce_on_plateau: epochs without improvement")
+    factor: float = Field(0.5, gt=0, lt=1, description="reduce_on_plateau: lr multiplier")
+    min_lr: float = Field(0.0, ge=0)
+
+
+class EarlyStoppingConfig(StrictModel):
+    """Stop when `train.monitor` has not improved by min_delta for `patience` epochs."""
+
+    patience: int = Field(10, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+
+
+class TrainConfig(StrictModel):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(1024, ge=1)
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    early_stopping: Optional[EarlyStoppingConfig] = None
+    monitor: str = Field("val_loss", description="val_loss or val_<metric> (e.g. val_accuracy): picks the best epoch, drives early stopping and reduce_on_plateau")
+    monitor_mode: Literal["auto", "min", "max"] = Field("auto", description="auto: max for accuracy-like metrics, min for losses")
+    restore_best: bool = Field(True, description="end with the weights of the best epoch by `monitor`")
+    loss: Literal["auto", "cross_entropy", "mse", "mae", "huber"] = "auto"
+    l1: float = Field(0.0, ge=0)
+    l2: float = Field(0.0, ge=0)
+    clip_grad_norm: Optional[float] = Field(None, gt=0)
+    grad_accum_steps: int = Field(1, ge=1)
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 elsewhere")
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto picks cuda > mps > cpu")
+    compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile; auto: on CUDA only")
+    seed: int = 0
+    log_every: int = Field(50, ge=1, description="steps between reads of the running loss (no per-step host sync)")
+
+
+class ModelConfigBase(StrictModel):
+    """Base of every model family's options. `size` picks a preset; explicit options override it."""
+
+    size: Size = "small"
+
+
+class ConfigBase(StrictModel):
+    name: str = Field("run", pattern=r"^[A-Za-z0-9_.\-]+$")
+    task: Optional[Task] = Field(None, description="inferred from the data when omitted")
+    data: DataConfig
+    train: TrainConfig = TrainConfig()
+
+
+@functools.lru_cache(maxsize=1)
+def config_class() -> type[ConfigBase]:
+    """The full Config class: ConfigBase plus `model`, a union over every registered family."""
+    from damoxing.models import MODELS
+
+    families = tuple(entry.config_class for _, entry in MODELS.items())
+    model_union = Annotated[Union[families], Field(discriminator="type")]  # type: ignore[valid-type]
+    return create_model("Config", __base__=ConfigBase, model=(model_union, ...))
+
+
+def config_schema() -> dict[str, Any]:
+    """JSON Schema of the config, for editors' autocompletion."""
+    return config_class().model_json_schema()
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading: YAML + overrides -> validated Config
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"Config file '{path}' does not exist. Write one with `damoxing init` or pass the path of an existing YAML file.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"Config file '{path}' is not valid YAML: {e}") from None
+    if data is None:
+        raise ConfigError(f"Config file '{path}' is empty. It needs at least `data: {{source: ...}}` and `model: {{type: ...}}`; `damoxing init` writes a starter.")
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file '{path}' must hold a mapping of keys (name, task, data, model, train), not a {type(data).__name__}.")
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'train.optimizer.lr=0.1' -> ('train.optimizer.lr', 0.1); the value is parsed as a YAML scalar."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"Override '{text}' is not of the form key.path=value (e.g. --set train.epochs=5).")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    if isinstance(parsed, str) and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+", parsed.strip()):
+        parsed = float(parsed)  # YAML 1.1 reads '1e-3' as text; people mean a number
+    return key.strip(), parsed
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys in a nested dict (a copy); intermediate sections are created."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for dotted, value in overrides.items():
+        node = out
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"Override '{dotted}': '{part}' holds a value ({child!r}), not a section with keys.")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(source: str | Path | dict[str, Any], overrides: dict[str, Any] | None = None):
+    """Validate a config from a YAML path or a dict, with dotted-key overrides applied first."""
+    data = dict(source) if isinstance(source, dict) else read_yaml(source)
+    data = apply_overrides(data, overrides or {})
+    model = data.get("model")
+    if isinstance(model, str):  # `model: mlp` is shorthand for `model: {type: mlp}`
+        data["model"] = {"type": model}
+    cls = config_class()
+    try:
+        config = cls.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, data)) from None
+    return config
+
+
+def dump_config(config: BaseModel) -> str:
+    """The resolved config as YAML, every default filled in."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Error messages
+
+
+def _allowed_keys(data: dict[str, Any], loc: tuple) -> list[str]:
+    """The keys valid at a location of the config, found by walking the Config model."""
+    cls: Any = config_class()
+    node: Any = data
+    for part in loc[:-1]:
+        if isinstance(node, dict):
+            node = node.get(part)
+        field = getattr(cls, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        if part == "model" and cls is config_class():
+            from damoxing.models import MODELS
+
+            type_name = node.get("type") if isinstance(node, dict) else None
+            if type_name not in MODELS:
+                return []
+            cls = MODELS.get(type_name).config_class
+            continue
+        cls = _unwrap_model(ann)
+        if cls is None:
+            return []
+    return list(getattr(cls, "model_fields", {}))
+
+
+def _unwrap_model(ann: Any) -> Any:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in getattr(ann, "__args__", ()) or ():
+        found = _unwrap_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def format_validation_error(error: ValidationError, data: dict[str, Any]) -> str:
+    lines = []
+    for err in error.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _MODEL_TAGS()))
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        kind = err["type"]
+        value = err.get("input")
+        if kind == "extra_forbidden":
+            allowed = _allowed_keys(data, loc)
+            lines.append(
+                f"Unknown key '{key}'.{did_you_mean(loc[-1], allowed)}"
+                + (f" Valid keys here: {choices_text(allowed)}." if allowed else "")
+            )
+        elif kind == "union_tag_invalid":
+            from damoxing.models import MODELS
+
+            tag = err.get("ctx", {}).get("tag", value)
+            lines.append(
+                f"'{key}.type' is '{tag}', which is not a model.{did_you_mean(tag, MODELS.names())} "
+                f"Valid model types: {choices_text(MODELS.names())}."
+            )
+        elif kind == "union_tag_not_found":
+            from damoxing.models import MODELS
+
+            lines.append(f"'{key}' needs a 'type'. Valid model types: {choices_text(MODELS.names())}.")
+        elif kind == "literal_error":
+            expected = err.get("ctx", {}).get("expected", "")
+            choices = [c.strip().strip("'") for c in expected.replace(" or ", ",").split(",") if c.strip()]
+            lines.append(f"'{key}' is {value!r}, which is not valid.{did_you_mean(value, choices)} Valid values: {expected}.")
+        elif kind == "missing":
+            lines.append(f"'{key}' is required but missing.")
+        else:
+            lines.append(f"'{key}' is {value!r}: {err['msg']}.")
+    return "Invalid config: " + " ".join(lines)
+
+
+@functools.lru_cache(maxsize=1)
+def _MODEL_TAGS() -> frozenset[str]:
+    from damoxing.models import MODELS
+
+    return frozenset(MODELS.names())

@@ -1,0 +1,44 @@
+"""DataSchema: what a model needs to know about the data to build itself."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+
+@dataclass
+class DataSchema:
+    """The shape of prepared inputs and outputs, saved with the run so a model can be rebuilt.
+
+    Attributes:
+        kind: "table" (N, F) | "image" (N, C, H, W) | "text" (N, T) token ids | "sequence" (N, T, F)
+              | "corpus" (N, T) token blocks for language modelling.
+        task: classification | regression | language_modeling | generation.
+        input_shape: one sample's shape, e.g. (64,) or (1, 8, 8) or (T,).
+        n_outputs: classes for classification, target columns for regression, vocabulary for LM.
+        class_names: original label values as strings (classification).
+        feature_names: model input columns after preprocessing (table).
+        vocab_size: tokenizer vocabulary (text / corpus).
+        pad_id: padding token id (text).
+    """
+
+    kind: str
+    task: str
+    input_shape: tuple[int, ...]
+    n_outputs: int
+    class_names: Optional[list[str]] = None
+    feature_names: Optional[list[str]] = None
+    vocab_size: Optional[int] = None
+    pad_id: Optional[int] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DataSchema":
+        d = dict(d)
+        d["input_shape"] = tuple(d["input_shape"])
+        return cls(**d)

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, do-nothing baselines and bootstrap intervals (numpy only, no torch)."""

@@ -1,0 +1,20 @@
+"""Starter configs written by `damoxing init [TEMPLATE]`."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from damoxing.errors import UserError, choices_text, did_you_mean
+
+TEMPLATES = {
+    "digits-cnn": "CNN on the bundled 8x8 digits images (the default main job)",
+    "digits-mlp": "seed 002's MLP (one hidden layer of 128, SGD) on the digits table",
+    "tabular": "an MLP on your own CSV/Parquet table (classification or regression)",
+    "diabetes-regression": "seed 004's dense regression (hidden 10, ReLU, Adam, MSE) on diabetes",
+}
+
+
+def template_text(name: str) -> str:
+    if name not in TEMPLATES:
+        raise UserError(f"Unknown template '{name}'.{did_you_mean(name, TEMPLATES)} Templates: {choices_text(TEMPLATES)}.")
+    return files("damoxing.templates").joinpath(f"{name}.yaml").read_text()

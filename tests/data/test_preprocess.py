@@ -1,0 +1,230 @@
+"""Preprocessing: task inference, fitting on train only, JSON round trips, unseen values."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from damoxing.data.preprocess import (
+    ImagePreprocessor,
+    LabelEncoder,
+    TabularPreprocessor,
+    TargetScaler,
+    check_target_for_task,
+    drop_missing_target,
+    infer_task,
+)
+from damoxing.data.sources import load_source
+from damoxing.errors import ConfigError, DataError
+
+
+def roundtrip(obj):
+    """to_dict -> JSON text -> dict -> from_dict, as a run folder would do."""
+    return type(obj).from_dict(json.loads(json.dumps(obj.to_dict())))
+
+
+@pytest.fixture
+def frame():
+    return pd.DataFrame(
+        {
+            "age": [20.0, np.nan, 40.0, 60.0, 30.0, 50.0],
+            "city": ["paris", "berlin", None, "paris", "rome", "paris"],
+            "flag": [True, False, True, True, False, True],
+            "const": [7.0] * 6,
+            "label": ["a", "b", "a", "b", "a", "b"],
+        }
+    )
+
+
+# ---------------------------------------------------------------------------------------- target
+
+
+@pytest.mark.parametrize(
+    "values, task",
+    [
+        (pd.Series(["x", "y", "x"]), "classification"),
+        (pd.Series(["x", "y"], dtype="category"), "classification"),
+        (pd.Series([True, False]), "classification"),
+        (pd.Series([0, 1, 2, 1]), "classification"),
+        (pd.Series([0.0, 1.0, np.nan, 1.0]), "classification"),
+        (pd.Series(np.arange(50)), "regression"),
+        (pd.Series([0.5, 1.25, 3.0]), "regression"),
+    ],
+)
+def test_infer_task(values, task):
+    assert infer_task(values) == task
+
+
+def test_check_target_for_task():
+    with pytest.raises(DataError, match="regression.*classification") as info:
+        check_target_for_task(pd.Series(["cat", "dog"], name="animal"), "regression")
+    assert "'animal'" in str(info.value) and "'cat'" in str(info.value)
+    check_target_for_task(pd.Series([1.5, 2.5]), "regression")
+    check_target_for_task(pd.Series(["cat", "dog"]), "classification")
+    with pytest.raises(DataError, match="only one class"):
+        check_target_for_task(pd.Series(["cat", "cat"]), "classification")
+
+
+def test_drop_missing_target(frame):
+    frame.loc[[1, 4], "label"] = None
+    kept, n = drop_missing_target(frame, "label")
+    assert n == 2 and len(kept) == 4 and kept["label"].notna().all()
+    assert list(kept.index) == [0, 1, 2, 3]
+    with pytest.raises(DataError, match="'labl'.*Did you mean 'label'"):
+        drop_missing_target(frame, "labl")
+
+
+# ----------------------------------------------------------------------------------------- table
+
+
+def test_tabular_onehot_standard(frame):
+    cols = ["age", "city", "flag", "const"]
+    pre = TabularPreprocessor().fit(frame, cols)
+    x = pre.transform(frame)
+    assert x.dtype == np.float32 and x.shape == (6, len(pre.feature_names_out_))
+    assert pre.feature_names_out_[:5] == ["age", "city=berlin", "city=paris", "city=rome",
+                                          "city=<unknown>"]
+    assert not np.isnan(x).any()
+    age = x[:, 0]
+    assert abs(age.mean()) < 1e-6 and abs(age.std() - 1) < 1e-5  # NaN imputed with the mean 40
+    assert age[1] == pytest.approx(0.0, abs=1e-6)
+    # missing city -> most frequent ('paris')
+    assert x[2, 1:5].tolist() == [0, 1, 0, 0]
+    const = x[:, pre.feature_names_out_.index("const")]
+    assert np.all(const == 0)  # constant column: no division by zero
+
+
+def test_tabular_unseen_category_and_column_order(frame):
+    cols = ["age", "city", "flag"]
+    for mode in ("onehot", "ordinal"):
+        pre = TabularPreprocessor(categorical=mode).fit(frame, cols)
+        new = pd.DataFrame({"extra": [1, 2], "city": ["tokyo", "rome"], "flag": [False, True],
+                            "age": [20.0, 20.0]})
+        x = pre.transform(new)
+        if mode == "onehot":
+            unknown = pre.feature_names_out_.index("city=<unknown>")
+            rome = pre.feature_names_out_.index("city=rome")
+            assert x[0, unknown] == 1 and x[0, rome] == 0 and x[1, rome] == 1
+        else:
+            city = x[:, pre.feature_names_out_.index("city")]
+            assert city[0] == 0 and city[1] == 3  # 0 = unknown; berlin=1, paris=2, rome=3
+        # same rows, shuffled column order -> same output
+        np.testing.assert_array_equal(pre.transform(new[["flag", "age", "city"]]), x)
+
+
+def test_tabular_missing_column_is_named(frame):
+    pre = TabularPreprocessor().fit(frame, ["age", "city"])
+    with pytest.raises(DataError) as info:
+        pre.transform(frame.drop(columns=["city"]))
+    msg = str(info.value)
+    assert "'city'" in msg and "'age'" in msg and "missing" in msg
+
+
+def test_tabular_text_in_numeric_column(frame):
+    pre = TabularPreprocessor().fit(frame, ["age"])
+    with pytest.raises(DataError, match="'age'.*'\\?'"):
+        pre.transform(pd.DataFrame({"age": ["12", "?"]}))
+    np.testing.assert_allclose(pre.transform(pd.DataFrame({"age": ["40", None]}))[:, 0], 0,
+                               atol=1e-6)
+
+
+def test_tabular_minmax_median_max_categories():
+    frame = pd.DataFrame({"v": [0.0, 10.0, np.nan, 4.0], "c": ["a", "a", "b", "c"]})
+    pre = TabularPreprocessor(numeric_impute="median", scaling="minmax", max_categories=1)
+    x = pre.fit(frame, ["v", "c"]).transform(frame)
+    np.testing.assert_allclose(x[:, 0], [0.0, 1.0, 0.4, 0.4])
+    assert pre.feature_names_out_ == ["v", "c=a", "c=<unknown>"]
+    assert x[:, 2].tolist() == [0, 0, 1, 1]  # rare categories go to the unknown bucket
+
+
+def test_tabular_bad_option():
+    with pytest.raises(ConfigError, match="'minmax'"):
+        TabularPreprocessor(scaling="minmx").fit(pd.DataFrame({"a": [1.0]}), ["a"])
+
+
+def test_tabular_json_roundtrip_identical(frame):
+    for kwargs in ({}, {"categorical": "ordinal", "scaling": "minmax", "numeric_impute": "median"}):
+        pre = TabularPreprocessor(**kwargs).fit(frame, ["age", "city", "flag", "const"])
+        again = roundtrip(pre)
+        test = frame.assign(city=["x", None, "rome", "paris", "berlin", "y"])
+        np.testing.assert_array_equal(pre.transform(test), again.transform(test))
+        assert again.feature_names_out_ == pre.feature_names_out_
+
+
+def test_fitted_on_train_only():
+    raw = load_source("builtin:diabetes")
+    train = raw.frame.iloc[:100]
+    cols = [c for c in raw.frame.columns if c != raw.target]
+    pre = TabularPreprocessor().fit(train, cols)
+    x_train = pre.transform(train)
+    x_all = pre.transform(raw.frame)
+    np.testing.assert_allclose(x_train.mean(axis=0), 0, atol=1e-5)
+    assert np.abs(x_all.mean(axis=0)).max() > 0.01  # stats come from train, not the full data
+    full = TabularPreprocessor().fit(raw.frame, cols)
+    assert pre.columns_[0]["offset"] != pytest.approx(full.columns_[0]["offset"])
+
+
+# ---------------------------------------------------------------------------------------- images
+
+
+def test_image_preprocessor_uint8_standard_and_roundtrip():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (20, 3, 4, 4), dtype=np.uint8)
+    pre = ImagePreprocessor().fit(images[:10])
+    assert pre.scale_ == 255.0
+    out = pre.transform(images[:10])
+    assert out.dtype == np.float32 and out.shape == (10, 3, 4, 4)
+    np.testing.assert_allclose(out.mean(axis=(0, 2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(out.std(axis=(0, 2, 3)), 1, atol=1e-4)
+    np.testing.assert_array_equal(roundtrip(pre).transform(images), pre.transform(images))
+    with pytest.raises(DataError, match=r"\(3, 5, 4\).*\(3, 4, 4\)"):
+        pre.transform(np.zeros((2, 3, 5, 4), dtype=np.uint8))
+
+
+def test_image_preprocessor_digits_scale_and_modes():
+    images = load_source("builtin:digits_images").images
+    mm = ImagePreprocessor("minmax").fit(images)
+    assert mm.scale_ == 16.0
+    out = mm.transform(images)
+    assert out.min() == 0.0 and out.max() == 1.0
+    none = ImagePreprocessor("none").fit(images)
+    np.testing.assert_array_equal(none.transform(images), images.astype(np.float32))
+    flat = np.full((3, 1, 2, 2), 0.5, dtype=np.float32)
+    assert np.all(ImagePreprocessor().fit(flat).transform(flat) == 0)  # std 0 -> 1, no NaN
+
+
+# ---------------------------------------------------------------------------------------- labels
+
+
+def test_label_encoder_strings_and_ints():
+    enc = LabelEncoder().fit(np.array(["dog", "cat", "dog", "bird"]))
+    assert enc.classes_ == ["bird", "cat", "dog"]
+    idx = enc.transform(["cat", "dog"])
+    assert idx.dtype == np.int64 and idx.tolist() == [1, 2]
+    assert enc.inverse_transform([0, 2]).tolist() == ["bird", "dog"]
+    with pytest.raises(DataError, match="'fish'.*'bird', 'cat', 'dog'"):
+        enc.transform(["fish"])
+    ints = LabelEncoder().fit(pd.Series([3.0, 1.0, 3.0]))  # e.g. a CSV column that had NaNs
+    assert ints.classes_ == [1, 3] and all(type(c) is int for c in ints.classes_)
+    assert ints.transform(np.array([3, 1], dtype=np.int64)).tolist() == [1, 0]
+    again = roundtrip(ints)
+    assert again.classes_ == [1, 3] and again.inverse_transform([1])[0] == 3
+
+
+def test_target_scaler():
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    sc = TargetScaler().fit(y)
+    z = sc.transform(y)
+    assert abs(z.mean()) < 1e-6 and z.dtype == np.float32
+    np.testing.assert_allclose(roundtrip(sc).inverse_transform(z), y, rtol=1e-6)
+    assert TargetScaler().fit([5.0, 5.0]).std_ == 1.0
+    with pytest.raises(DataError, match="'abc'"):
+        sc.transform(["abc"])
+
+
+def test_from_dict_wrong_type():
+    with pytest.raises(DataError, match="'labels'.*'tabular'"):
+        TabularPreprocessor.from_dict(LabelEncoder().fit([1, 2]).to_dict())
