@@ -228,3 +228,14 @@ def test_out_folder_holding_a_run_is_not_overwritten(cli, digits_run, tmp_path):
     err = _error(cli, "train", cfg, "--out", digits_run.path)
     assert "already holds a run" in err
     assert (digits_run.path / "metrics.json").read_bytes() == before
+
+
+def test_damoxing_train_stays_callable_after_the_train_package_is_imported(tmp_path):
+    """`damoxing.train` is both the API function and a subpackage; the second call must still train."""
+    import damoxing
+    import damoxing.train.loop  # noqa: F401 - binds damoxing.train to the subpackage
+
+    cfg = {"data": {"source": "builtin:iris"}, "model": {"type": "linear"}, "train": {"epochs": 1}}
+    first = damoxing.train(cfg, out=tmp_path / "a", quiet=True)
+    second = damoxing.train(cfg, out=tmp_path / "b", quiet=True)
+    assert first.path.exists() and second.path.exists()
