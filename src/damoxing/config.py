@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from damoxing.errors import ConfigError, choices_text, did_you_mean
 
@@ -79,6 +79,23 @@ class EarlyStoppingConfig(StrictModel):
     min_delta: float = Field(0.0, ge=0)
 
 
+class AugmentConfig(StrictModel):
+    """Image augmentation, done batched on the training device for each training batch (never on val/test)."""
+
+    crop_padding: int = Field(0, ge=0, description="random crop: pad each side by this many pixels (zeros), then crop back to the input size; 0 = off")
+    flip: bool = Field(False, description="random horizontal flip of half the images")
+
+
+class LoaderConfig(StrictModel):
+    """The streaming path (data too large for the device): a torch DataLoader over the training rows."""
+
+    workers: Optional[int] = Field(None, ge=0, description="worker processes; default min(4, CPU cores)")
+    prefetch_factor: int = Field(2, ge=1, description="batches each worker prepares ahead")
+
+
+_EVERY = re.compile(r"^\s*(\d+)\s*(epochs?|steps?)\s*$")
+
+
 class TrainConfig(StrictModel):
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -99,6 +116,37 @@ class TrainConfig(StrictModel):
     compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile; auto: on CUDA only")
     seed: int = 0
     log_every: int = Field(50, ge=1, description="steps between reads of the running loss (no per-step host sync)")
+    augment: Optional[AugmentConfig] = Field(None, description="image augmentation on the device: {crop_padding: 4, flip: true}")
+    data_on_device: Literal["auto", True, False] = Field(
+        "auto", description="true: training tensors live on the device, batched there; false: stream through a DataLoader; auto: on the device when they take at most half of its free memory")
+    loader: LoaderConfig = LoaderConfig()
+    channels_last: Literal["auto", "on", "off"] = Field("auto", description="channels_last memory format for conv nets; auto: on CUDA only")
+    tf32: bool = Field(True, description="TF32 matmuls and convolutions on CUDA (float32 precision 'high')")
+    distributed: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto", description="with several processes (--nproc): ddp replicates the model, fsdp shards it; auto: fsdp from fsdp_min_params parameters")
+    fsdp_min_params: int = Field(500_000_000, ge=1, description="distributed auto: shard models with at least this many parameters")
+    checkpoint_every: Optional[str] = Field(
+        None, description="write a resumable checkpoint every 'N epochs' or 'N steps' (a bare number means epochs); resume with `damoxing train --resume RUN`")
+
+    @field_validator("checkpoint_every", mode="before")
+    @classmethod
+    def _every(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = f"{value} epochs"
+        match = _EVERY.match(str(value))
+        if not match or int(match.group(1)) < 1:
+            raise ValueError("must be 'N epochs' or 'N steps' with N >= 1 (e.g. 1, '2 epochs', '500 steps')")
+        unit = "epochs" if match.group(2).startswith("epoch") else "steps"
+        return f"{int(match.group(1))} {unit}"
+
+    def checkpoint_interval(self) -> Optional[tuple[int, str]]:
+        """(N, 'epochs' | 'steps') from checkpoint_every, or None when checkpoints are off."""
+        if self.checkpoint_every is None:
+            return None
+        number, unit = self.checkpoint_every.split()
+        return int(number), unit
 
 
 class ModelConfigBase(StrictModel):
