@@ -42,18 +42,20 @@ def _overrides(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k.replace("__", "."): v for k, v in kwargs.items()}
 
 
-def train(config: str | Path | dict, *, out: str | Path | None = None, quiet: bool = False,
-          overrides: Optional[dict[str, Any]] = None, **kwargs: Any) -> Run:
+def train(config: str | Path | dict | None = None, *, out: str | Path | None = None, quiet: bool = False,
+          overrides: Optional[dict[str, Any]] = None, resume: str | Path | None = None, **kwargs: Any) -> Run:
     """Train, evaluate and save one run.
 
     Args:
-        config: a YAML path or a dict with the same keys.
+        config: a YAML path or a dict with the same keys (optional with `resume`).
         out: the run folder (default runs/<name>-<time>).
         quiet: no progress bar or notes.
         overrides: dotted keys, e.g. {"train.epochs": 5}; keyword arguments such as
             `train__epochs=5` are the same.
+        resume: a run interrupted after a checkpoint (train.checkpoint_every): continue it.
     Returns:
-        Run with `.path`, `.metrics`, `.config`, `.history`, `.manifest`.
+        Run with `.path`, `.metrics`, `.config`, `.history`, `.manifest`. Under torchrun every
+        process returns, but only rank 0 evaluates and writes; the others' Run has no metrics.
     """
     import torch
 
@@ -62,14 +64,30 @@ def train(config: str | Path | dict, *, out: str | Path | None = None, quiet: bo
     from damoxing.models import count_parameters, create_model, resolve_size
     from damoxing.run_folder import RunWriter, new_run_path
     from damoxing.tasks import TASKS
+    from damoxing.train import distributed as dist
+    from damoxing.train.checkpoint import Checkpointer, check_identity, read_checkpoint, resume_paths
     from damoxing.train.loop import Split, fit, pick_device
 
-    set_quiet(quiet)
     started = time.perf_counter()
+    resumed = None
+    if resume is not None:
+        path, checkpoint_file = resume_paths(resume)
+        resumed = read_checkpoint(checkpoint_file)
+    if config is None and resumed is None:
+        from damoxing.errors import UserError
+
+        raise UserError("train needs a config (a YAML path or a dict), or resume= a run interrupted after a checkpoint.")
+    if config is None:  # resuming with the run's own resolved config
+        config = RunWriter.partial_path(path) / "config.yaml"
+        base_dir = Path(resumed.meta["base_dir"]) if resumed.meta.get("base_dir") else None
+    else:
+        base_dir = Path(config).resolve().parent if isinstance(config, (str, Path)) else None
     cfg = load_config(config, {**(overrides or {}), **_overrides(kwargs)})
-    base_dir = Path(config).resolve().parent if isinstance(config, (str, Path)) else None
-    device = pick_device(cfg.train.device)
-    path = new_run_path(out, cfg.name)  # refuse an --out that holds a run before any work
+    ctx = dist.init_distributed(cfg.train.device)
+    set_quiet(quiet or not ctx.is_main)  # one process speaks
+    device = dist.process_device(pick_device(cfg.train.device), ctx)
+    if resume is None:
+        path = new_run_path(out, cfg.name)  # refuse an --out that holds a run before any work
 
     data = prepare_data(cfg, base_dir)
     cfg = cfg.model_copy(update={"task": data.task, "model": resolve_size(cfg.model)})
@@ -83,14 +101,34 @@ def train(config: str | Path | dict, *, out: str | Path | None = None, quiet: bo
          f"{data.summary['split_rows']['train']} training rows, device {device}")
 
     splits = {k: Split(torch.as_tensor(data.x[k]), None if data.y[k] is None else torch.as_tensor(data.y[k])) for k in data.x}
+    writer, checkpoints = None, None
+    if cfg.train.checkpoint_every is not None or resumed is not None:
+        identity = {"config": cfg.model_dump(mode="json"), "data_fingerprint": data.fingerprint}
+        if resumed is not None:
+            check_identity(resumed, identity["config"], data.fingerprint, ctx.world)
+            loop = resumed.meta["loop"]
+            note(f"resuming {path} from its checkpoint at epoch {loop['epoch']}, step {loop['step']}")
+        if ctx.is_main:
+            writer = RunWriter(path, fresh=resumed is None)
+            writer.write_text("config.yaml", dump_config(cfg))  # what `--resume` reads back
+        partial = RunWriter.partial_path(path)
+        checkpoints = Checkpointer(partial / "checkpoints" / "checkpoint.safetensors", cfg.train.checkpoint_interval(),
+                                   identity={**identity, "base_dir": str(base_dir) if base_dir else None},
+                                   resume=resumed, write=ctx.is_main)
+        if cfg.train.checkpoint_every is not None:
+            note(f"checkpoints every {cfg.train.checkpoint_every} in {checkpoints.path.parent}; "
+                 f"if interrupted, continue with: damoxing train --resume {path}")
     progress = progress_bar()
     if progress is not None:
         progress.start()
     try:
-        result = fit(model, splits["train"], splits["val"], task, cfg.train, device, progress=progress)
+        result = fit(model, splits["train"], splits["val"], task, cfg.train, device, progress=progress, checkpoints=checkpoints)
     finally:
         if progress is not None:
             progress.stop()
+    if not ctx.is_main:  # rank 0 evaluates and writes the run folder
+        dist.shutdown()
+        return Run(path=path, metrics={}, config=cfg, history=result.history)
     if result.message:
         if result.stopped != "diverged":  # a divergence is reported as the error below
             (warn if result.stopped == "interrupted" else note)(result.message)
@@ -99,7 +137,8 @@ def train(config: str | Path | dict, *, out: str | Path | None = None, quiet: bo
     metrics = evaluate_run(model, task, data, cfg, device)
     eval_seconds = time.perf_counter() - eval_started
 
-    writer = RunWriter(path)
+    writer = writer or RunWriter(path)
+    writer.discard("checkpoints")  # the run is complete: nothing left to resume
     from safetensors.torch import save_file
 
     model.to("cpu")
@@ -114,6 +153,7 @@ def train(config: str | Path | dict, *, out: str | Path | None = None, quiet: bo
                                        "eval_seconds": eval_seconds, "total_seconds": time.perf_counter() - started})
     writer.write_json("manifest.json", manifest)
     path = writer.commit()
+    dist.shutdown()
     note(headline(metrics, data.task, path))
     if result.stopped == "diverged":
         raise TrainingDiverged(f"{result.message} The best weights so far were saved in {path}.")
@@ -197,9 +237,17 @@ def build_manifest(cfg, data, result, device, params: int, trainable: int, timin
             "epochs_run": len(result.history), "best_epoch": result.best_epoch, "monitor": result.monitor,
             "best_score": result.best_score, "stopped": result.stopped, "message": result.message,
             "steps": result.steps, "samples_seen": result.samples_seen,
+            "data_path": result.data_path, "distributed": result.strategy, "processes": _world_size(),
+            "resumed_from": result.resumed_from,
         },
         "timings": timings,
     }
+
+
+def _world_size() -> int:
+    from damoxing.train.distributed import current
+
+    return current().world
 
 
 def load(path: str | Path, device: str = "cpu"):

@@ -39,16 +39,41 @@ def _parse_sets(sets: Optional[List[str]]) -> dict:
 
 @app.command()
 def train(
-    config: Path = typer.Argument(..., help="YAML config (see `damoxing init`)."),
+    config: Optional[Path] = typer.Argument(None, help="YAML config (see `damoxing init`); optional with --resume."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config value: key.path=value (repeatable)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder to write (default runs/<name>-<time>)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or notes."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Train in N processes on this machine (torchrun; DDP or FSDP). For several machines run `torchrun ... -m damoxing train CFG` on each."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a run interrupted after a checkpoint (train.checkpoint_every): the run folder it printed."),
 ) -> None:
     """Train, evaluate and save a run; prints the run folder's path last."""
+    import os
+
+    from damoxing.errors import UserError
+
+    if config is None and resume is None:
+        raise UserError("train needs a CONFIG file (see `damoxing init`), or --resume RUN to continue an interrupted run.")
+    under_torchrun = "WORLD_SIZE" in os.environ
+    if nproc > 1 and not under_torchrun:
+        from damoxing.train.distributed import launch
+
+        if config is not None:
+            from damoxing.config import load_config
+
+            load_config(config, _parse_sets(set_))  # a bad config fails here, once, not in every process
+        argv = (["--debug"] if _state["debug"] else []) + ["train"] + ([str(config)] if config is not None else [])
+        for s in set_ or []:
+            argv += ["--set", s]
+        argv += (["--out", str(out)] if out else []) + (["--quiet"] if quiet else []) + (["--resume", str(resume)] if resume else [])
+        code = launch(argv, nproc)
+        if code:
+            sys.exit(code)  # the workers said why (rank 0 prints a user error)
+        return
     from damoxing.api import train as train_run
 
-    run = train_run(config, out=out, quiet=quiet, overrides=_parse_sets(set_))
-    typer.echo(str(run.path))
+    run = train_run(config, out=out, quiet=quiet, overrides=_parse_sets(set_), resume=resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(str(run.path))
 
 
 @app.command()
@@ -176,7 +201,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     except UserError as e:
         if _state["debug"]:
             raise
-        print(f"error: {e.message}", file=sys.stderr)
+        import os
+
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every process hits the same error; one says it
+            print(f"error: {e.message}", file=sys.stderr)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

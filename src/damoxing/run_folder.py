@@ -48,14 +48,31 @@ def new_run_path(out: str | Path | None, name: str) -> Path:
 
 
 class RunWriter:
-    """Writes a run into `<parent>/.<name>.partial`, then renames it to its final path."""
+    """Writes a run into `<parent>/.<name>.partial`, then renames it to its final path.
 
-    def __init__(self, final_path: Path):
+    `fresh=False` keeps what an interrupted run left there (its checkpoint, for --resume).
+    """
+
+    def __init__(self, final_path: Path, fresh: bool = True):
         self.path = Path(final_path)
-        self.tmp = self.path.parent / f".{self.path.name}.partial"
-        if self.tmp.exists():
+        self.tmp = self.partial_path(self.path)
+        if fresh and self.tmp.exists():
             shutil.rmtree(self.tmp)
-        self.tmp.mkdir(parents=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def partial_path(final_path: Path) -> Path:
+        """Where a run is written until it is complete (and where its checkpoints live)."""
+        final_path = Path(final_path)
+        return final_path.parent / f".{final_path.name}.partial"
+
+    def discard(self, name: str) -> None:
+        """Remove a file or folder from the run being written (e.g. checkpoints once it is complete)."""
+        target = self.tmp / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
 
     def write_text(self, name: str, text: str) -> None:
         (self.tmp / name).write_text(text)

@@ -1,9 +1,12 @@
 """The training loop: one function, read top to bottom.
 
-Data lives on the training device and is shuffled and indexed there (no per-sample Python, no
-DataLoader for in-memory data). The loop does no host sync per step: batch losses are kept as
-device tensors and read once per `log_every` steps, which is also where a NaN/inf loss is caught
-and named by its exact step.
+Data that fits lives on the training device and is shuffled and indexed there (no per-sample
+Python); data that does not streams through a DataLoader (data/batching.py). Either way the loop
+sees an iterator of (x, y) batches on the device. It does no host sync per step: batch losses are
+kept as device tensors and read once per `log_every` steps, which is also where a NaN/inf loss is
+caught and named by its exact step. With several processes (torchrun) the model is wrapped in DDP
+or FSDP (train/distributed.py) and each process takes its shard of the same permutation; with
+`checkpoints` the loop writes resumable checkpoints and can continue from one (train/checkpoint.py).
 """
 
 from __future__ import annotations
@@ -17,7 +20,11 @@ from typing import Callable, Optional
 import torch
 
 from damoxing.config import TrainConfig
+from damoxing.console import note, warn
+from damoxing.data.batching import choose_path, make_batches
 from damoxing.errors import ConfigError
+from damoxing.train import distributed as dist
+from damoxing.train.checkpoint import Checkpointer, capture_state, restore_state
 from damoxing.train.optim import SCHEDULES, PlateauScale, build_optimizer
 
 
@@ -34,6 +41,10 @@ class Split:
     def to(self, device) -> "Split":
         return Split(self.x.to(device), None if self.y is None else self.y.to(device))
 
+    @property
+    def nbytes(self) -> int:
+        return self.x.nbytes + (0 if self.y is None else self.y.nbytes)
+
 
 @dataclass
 class FitResult:
@@ -46,6 +57,9 @@ class FitResult:
     steps: int = 0
     samples_seen: int = 0
     train_seconds: float = 0.0
+    data_path: str = "resident"  # resident | streamed
+    strategy: str = "single"  # single | ddp | fsdp
+    resumed_from: Optional[dict] = None  # {"epoch", "step"} of the checkpoint this run continued from
 
 
 def pick_device(name: str) -> torch.device:
@@ -94,13 +108,14 @@ def penalty(model: torch.nn.Module, l1: float, l2: float) -> torch.Tensor:
 
 @torch.no_grad()
 def model_outputs(model: torch.nn.Module, x: torch.Tensor, batch_size: int, autocast=contextlib.nullcontext) -> torch.Tensor:
-    """Outputs for every row of x, in eval mode, in batches; stays on x's device."""
+    """Outputs for every row of x, in eval mode, in batches, on the model's device (x may be on the host)."""
     was_training = model.training
     model.eval()
     outs = []
+    device = next(model.parameters(), x).device
     with autocast():
         for start in range(0, x.shape[0], batch_size):
-            outs.append(model(x[start : start + batch_size]).float())
+            outs.append(model(x[start : start + batch_size].to(device, non_blocking=True)).float())
     model.train(was_training)
     return torch.cat(outs) if outs else torch.empty(0)
 
@@ -114,22 +129,40 @@ def fit(
     device: torch.device,
     progress=None,
     on_epoch_end: Optional[Callable[[dict], None]] = None,
+    checkpoints: Optional[Checkpointer] = None,
 ) -> FitResult:
     """Train `model` on `train`, monitoring `val`; returns the history and why it stopped.
 
     The model ends with the best epoch's weights (by `config.monitor`) when `restore_best` is on.
+    With `checkpoints`, writes resumable checkpoints and, if it holds one, continues from it.
     """
-    torch.manual_seed(config.seed)
-    generator = torch.Generator(device=device).manual_seed(config.seed)
+    ctx = dist.current()
+    torch.manual_seed(config.seed + ctx.rank)  # dropout differs per process; rank 0 matches a single process
+    configure_cuda(config, device)
+    channels_last = use_channels_last(model, train.x, config, device)
     model.to(device)
-    train, val = train.to(device), (val.to(device) if val is not None and len(val) else None)
-    optimizer = build_optimizer(model.parameters(), config.optimizer)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    data_path, why = choose_path(config, train.nbytes + (val.nbytes if val is not None else 0), device)
+    batches = make_batches(train.x, train.y, data_path, config, device, ctx.rank, ctx.world, channels_last)
+    if val is not None and len(val):
+        val = val.to(device) if data_path == "resident" else val
+    else:
+        val = None
+    where = f"on {device}" if data_path == "resident" else f"through a DataLoader, {batches.workers} worker process(es)"
+    note(f"data: {len(train):,} training rows {data_path} {where} ({why})")
+    generator = torch.Generator(device=batches.order_device).manual_seed(config.seed)  # the same permutation in every process
+    strategy = dist.choose_strategy(config.distributed, sum(p.numel() for p in model.parameters()), config.fsdp_min_params) if ctx.active else "single"
+    dist.require_supported(strategy, config.l1, config.l2)
+    train_module = dist.wrap_model(model, strategy, device, ctx)  # model itself with one process
+    eval_module = train_module if strategy == "fsdp" else model  # FSDP's forward gathers shards: every process runs it
+    optimizer = build_optimizer(train_module.parameters(), config.optimizer)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     autocast = autocast_context(config, device)
-    step_model = maybe_compile(model, config, device)
+    step_model = maybe_compile(train_module, config, device)
 
-    n, batch_size, accum = len(train), config.batch_size, config.grad_accum_steps
-    micro_batches = math.ceil(n / batch_size)
+    n, accum = len(train), config.grad_accum_steps
+    micro_batches = len(batches)
     steps_per_epoch = math.ceil(micro_batches / accum)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = round(config.schedule.warmup_epochs * steps_per_epoch)
@@ -139,63 +172,109 @@ def fit(
     direction = monitor_direction(monitor, config.monitor_mode)
     plateau = PlateauScale(config.schedule, direction)
     early = config.early_stopping
-    result = FitResult(monitor=monitor)
+    result = FitResult(monitor=monitor, data_path=data_path, strategy=strategy)
     best_state = None
     start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}  # the fallback if epoch 1 diverges
     epochs_without_improvement = 0
     step = 0
+    start_epoch, start_micro, order = 1, 0, None
+    window: list[torch.Tensor] = []  # device scalars, read once per log interval
+    window_sizes: list[int] = []
+    epoch_loss_sum, epoch_count = 0.0, 0
+    elapsed_before = 0.0
+    if checkpoints is not None and checkpoints.resume is not None:
+        loop, best_state, order, window = restore_state(checkpoints.resume, train_module, optimizer, generator, batches, device, ctx)
+        start_epoch, start_micro, step = loop["epoch"], loop["micro"], loop["step"]
+        result.history, result.best_score, result.best_epoch = loop["history"], loop["best_score"], loop["best_epoch"]
+        result.samples_seen, elapsed_before = loop["samples_seen"], loop["elapsed"]
+        epochs_without_improvement, epoch_loss_sum, epoch_count = loop["epochs_without_improvement"], loop["epoch_loss_sum"], loop["epoch_count"]
+        window_sizes = loop["window_sizes"]
+        plateau.load_state_dict(loop["plateau"])
+        result.resumed_from = {"epoch": start_epoch, "micro": start_micro, "step": step}
+    compile_pending = step_model is not train_module
+
+    def forward_backward(module, xb, yb):
+        """One micro-batch: its loss (a device scalar), gradients accumulated."""
+        with autocast():
+            loss, _ = task.loss(module, xb, yb)
+            if config.l1 or config.l2:
+                loss = loss + penalty(train_module, config.l1, config.l2)
+        (loss / accum if accum > 1 else loss).backward()
+        return loss
+
+    def save_checkpoint(epoch: int, micro: int) -> None:
+        """A checkpoint after `micro` batches of `epoch` (micro 0: the epoch is complete)."""
+        loop = {"epoch": epoch, "micro": micro, "step": step, "history": result.history, "best_score": result.best_score,
+                "best_epoch": result.best_epoch, "samples_seen": result.samples_seen,
+                "elapsed": elapsed_before + time.perf_counter() - started, "epochs_without_improvement": epochs_without_improvement,
+                "epoch_loss_sum": epoch_loss_sum, "epoch_count": epoch_count, "window_sizes": window_sizes,
+                "plateau": plateau.state_dict()}
+        tensors, meta = capture_state(train_module, optimizer, generator, batches, device, ctx, loop, best_state,
+                                      order if micro else None, window)
+        checkpoints.save(tensors, meta)
+
     started = time.perf_counter()
-    bar = progress.add_task("training", total=total_steps) if progress is not None else None
+    bar = progress.add_task("training", total=total_steps, completed=step) if progress is not None else None
 
     try:
-        for epoch in range(1, config.epochs + 1):
+        for epoch in range(start_epoch, config.epochs + 1):
             epoch_start = time.perf_counter()
-            model.train()
-            order = torch.randperm(n, device=device, generator=generator)
-            window: list[torch.Tensor] = []  # device scalars, read once per log interval
-            window_sizes: list[int] = []
-            epoch_loss_sum, epoch_count = 0.0, 0
-            for micro, start in enumerate(range(0, n, batch_size)):
-                index = order[start : start + batch_size]
-                xb = train.x[index]
-                yb = train.y[index] if train.y is not None else None
-                with autocast():
-                    loss, _ = task.loss(step_model, xb, yb)
-                    if config.l1 or config.l2:
-                        loss = loss + penalty(model, config.l1, config.l2)
-                (loss / accum if accum > 1 else loss).backward()
-                window.append(loss.detach())
-                window_sizes.append(index.shape[0])
+            train_module.train()
+            if order is None:  # a checkpoint taken mid-epoch brings its epoch's order back
+                order = torch.randperm(n, device=batches.order_device, generator=generator)
+            checkpoint_pending = False
+            for micro, (xb, yb) in enumerate(batches.batches(order, start_micro), start=start_micro):
                 last_micro = micro == micro_batches - 1
-                if (micro + 1) % accum and not last_micro:
+                sync = last_micro or (micro + 1) % accum == 0  # the last micro-batch of an optimizer step
+                with dist.no_sync(train_module, sync):
+                    if compile_pending:  # compile errors surface at the first call: fall back to eager
+                        loss, step_model = first_step(forward_backward, step_model, train_module, optimizer, xb, yb)
+                        compile_pending = False
+                    else:
+                        loss = forward_backward(step_model, xb, yb)
+                window.append(loss.detach())
+                window_sizes.append(xb.shape[0])
+                if not sync:
                     continue
                 factor = schedule(step, total_steps, warmup_steps, config.schedule, steps_per_epoch) * plateau.scale
                 for group, base_lr in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = max(base_lr * factor, config.schedule.min_lr if factor < 1 else 0.0)
                 if config.clip_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
+                    torch.nn.utils.clip_grad_norm_(train_module.parameters(), config.clip_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
-                result.samples_seen += sum(window_sizes[-accum:]) if accum > 1 else index.shape[0]
+                result.samples_seen += (sum(window_sizes[-accum:]) if accum > 1 else xb.shape[0]) * ctx.world
                 if step % config.log_every == 0 or last_micro:
-                    losses = torch.stack(window).float().cpu()  # the one host sync of this interval
-                    bad = ~torch.isfinite(losses)
+                    losses = torch.stack(window).float()
+                    sizes = torch.tensor(window_sizes, dtype=torch.float32, device=losses.device)
+                    weighted = losses * sizes
+                    if ctx.active:  # every process's batches: sums over processes, then the same numbers everywhere
+                        packed = dist.all_reduce_sum(torch.cat([weighted, sizes]))
+                        weighted, sizes = packed[: len(window)], packed[len(window) :]
+                    weighted, sizes = weighted.cpu(), sizes.cpu()  # the one host sync of this interval
+                    bad = ~torch.isfinite(weighted)
                     if bad.any():
                         first = int(bad.nonzero()[0, 0])
                         bad_step = step - math.ceil(len(window) / accum) + first // accum + 1
-                        raise _Diverged(epoch, bad_step, float(losses[first]))
-                    sizes = torch.tensor(window_sizes, dtype=torch.float32)
-                    epoch_loss_sum += float((losses * sizes).sum())
+                        raise _Diverged(epoch, bad_step, float(weighted[first] / sizes[first]))
+                    epoch_loss_sum += float(weighted.sum())
                     epoch_count += int(sizes.sum())
                     window.clear()
                     window_sizes.clear()
                     if bar is not None:
                         progress.update(bar, completed=step, description=f"epoch {epoch}/{config.epochs} loss {epoch_loss_sum / epoch_count:.4f}")
+                if checkpoints is not None and checkpoints.due_after_step(step):
+                    if last_micro:
+                        checkpoint_pending = True  # written after this epoch's bookkeeping, below
+                    else:
+                        save_checkpoint(epoch, micro + 1)
 
+            order, start_micro = None, 0
             record = {"epoch": epoch, "train_loss": epoch_loss_sum / max(1, epoch_count), "lr": optimizer.param_groups[0]["lr"]}
+            epoch_loss_sum, epoch_count = 0.0, 0
             if val is not None:
-                record.update(validate(model, val, task, config, autocast))
+                record.update(validate(eval_module, val, task, config, autocast, device))
             record["seconds"] = time.perf_counter() - epoch_start
             result.history.append(record)
 
@@ -212,7 +291,7 @@ def fit(
                 result.best_score, result.best_epoch = score, epoch
                 epochs_without_improvement = 0
                 if config.restore_best:
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    best_state = dist.full_state_dict(train_module)
             else:
                 epochs_without_improvement += 1
             if bar is not None:
@@ -223,6 +302,8 @@ def fit(
                 result.stopped = "early_stopping"
                 result.message = f"stopped early at epoch {epoch}: {monitor} did not improve for {early.patience} epochs"
                 break
+            if checkpoints is not None and epoch < config.epochs and (checkpoints.due_after_epoch(epoch) or checkpoint_pending):
+                save_checkpoint(epoch + 1, 0)
     except _Diverged as d:
         result.stopped = "diverged"
         result.message = (
@@ -233,13 +314,17 @@ def fit(
     except KeyboardInterrupt:
         result.stopped = "interrupted"
         result.message = f"interrupted by the user after {len(result.history)} complete epochs"
+    finally:
+        batches.close()
 
     if result.stopped == "diverged" and best_state is None:
         best_state = start_state  # never leave NaN weights behind
+    if best_state is None and train_module is not model and dist.is_sharded(train_module):
+        best_state = dist.full_state_dict(train_module)  # the sharded copy's final weights, whole
     if best_state is not None:
         model.load_state_dict(best_state)
     result.steps = step
-    result.train_seconds = time.perf_counter() - started
+    result.train_seconds = elapsed_before + time.perf_counter() - started
     return result
 
 
@@ -248,18 +333,56 @@ class _Diverged(Exception):
         self.epoch, self.step, self.value = epoch, step, value
 
 
-def validate(model, val: Split, task, config: TrainConfig, autocast) -> dict[str, float]:
-    """val_loss and the task's cheap metrics on the whole validation split (one host sync)."""
-    metrics = task.validation_metrics(model, val.x, val.y, config.eval_batch_size, autocast)
-    values = torch.stack([v.float() for v in metrics.values()]).cpu().tolist()
-    return {f"val_{k}": v for k, v in zip(metrics, values)}
+def validate(model, val: Split, task, config: TrainConfig, autocast, device: torch.device) -> dict[str, float]:
+    """val_loss and the task's cheap metrics on the whole validation split (one host sync).
+
+    With several processes each one computes them over the whole split and rank 0's numbers are
+    broadcast, so every process takes the same early-stopping and best-epoch decisions."""
+    y = None if val.y is None else val.y.to(device)
+    metrics = task.validation_metrics(model, val.x, y, config.eval_batch_size, autocast)
+    values = dist.broadcast(torch.stack([v.float() for v in metrics.values()]))
+    return {f"val_{k}": v for k, v in zip(metrics, values.cpu().tolist())}
+
+
+def configure_cuda(config: TrainConfig, device: torch.device) -> None:
+    """TF32 for float32 matmuls and convolutions on CUDA (train.tf32); nothing elsewhere."""
+    if device.type == "cuda" and config.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def use_channels_last(model: torch.nn.Module, x: torch.Tensor, config: TrainConfig, device: torch.device) -> bool:
+    """channels_last for conv nets on images: on CUDA by default (faster convolutions), anywhere when 'on'."""
+    if config.channels_last == "off" or x.dim() != 4:
+        return False
+    has_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    return has_conv and (config.channels_last == "on" or device.type == "cuda")
 
 
 def maybe_compile(model: torch.nn.Module, config: TrainConfig, device: torch.device):
-    """torch.compile where it pays (CUDA by default); falls back to eager if compilation fails."""
+    """torch.compile where it pays (CUDA by default). Compilation is lazy: its errors surface at the
+    first call, where `first_step` catches them and falls back to eager."""
     if config.compile == "off" or (config.compile == "auto" and device.type != "cuda"):
         return model
     try:
         return torch.compile(model)
-    except Exception:  # noqa: BLE001 - any compiler failure means: run eager
+    except Exception as error:  # noqa: BLE001 - e.g. an unsupported Python: run eager
+        warn(f"torch.compile is unavailable ({_first_line(error)}); training without it.")
         return model
+
+
+def first_step(forward_backward, step_model, eager_model, optimizer, xb, yb):
+    """The first micro-batch through the compiled model; if compiling fails (a missing C++ compiler,
+    an unsupported op), warn and redo it eagerly. Returns (loss, the model to use from now on)."""
+    try:
+        return forward_backward(step_model, xb, yb), step_model
+    except Exception as error:  # noqa: BLE001 - any compiler failure means: run eager
+        warn(f"torch.compile failed at the first step ({_first_line(error)}); training continues without it. "
+             "Set train.compile: off to skip the attempt.")
+        optimizer.zero_grad(set_to_none=True)
+        return forward_backward(eager_model, xb, yb), eager_model
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
