@@ -14,6 +14,7 @@ checkpoints and writes the run folder. With one process nothing here does anythi
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from dataclasses import dataclass
@@ -156,13 +157,14 @@ def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in unwrap(module).state_dict().items()}
 
 
+_NOTHING = contextlib.nullcontext()
+
+
 def no_sync(module: nn.Module, sync: bool):
     """DDP's no_sync during gradient accumulation (gradients are all-reduced once per step)."""
-    import contextlib
-
     if not sync and isinstance(module, torch.nn.parallel.DistributedDataParallel):
         return module.no_sync()
-    return contextlib.nullcontext()
+    return _NOTHING
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
