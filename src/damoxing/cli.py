@@ -122,6 +122,32 @@ def predict(
 
 
 @app.command()
+def generate(
+    run: Path = typer.Argument(..., help="A run folder of a generative model (a language model)."),
+    prompt: str = typer.Option("", "--prompt", help="Language models: the text to continue (default: start a new text)."),
+    max_new_tokens: int = typer.Option(100, "--max-new-tokens", help="Language models: the most tokens to add."),
+    temperature: float = typer.Option(1.0, "--temperature", help="0: always the most likely token; 1: the model's distribution; higher: more random."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample only among the k most likely tokens."),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="Sample only among the most likely tokens that hold this much probability (nucleus)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed: the same seed gives the same text."),
+) -> None:
+    """Generate with a saved run: a language model continues --prompt, streaming the text as it is made."""
+    from damoxing.generate import generate as generate_run
+
+    shown = []  # the prompt is echoed once the run is known to generate, so an error leaves stdout empty
+
+    def stream(piece: str) -> None:
+        if not shown:
+            shown.append(sys.stdout.write(prompt))
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    generate_run(run, prompt=prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                 seed=seed, on_text=stream)
+    stream("\n")
+
+
+@app.command()
 def init(
     template: str = typer.Argument("digits-cnn", help="Starter to write; `damoxing init --list` shows them."),
     out: Optional[Path] = typer.Option(None, "--out", help="File to write (default <template>.yaml)."),

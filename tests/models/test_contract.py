@@ -29,13 +29,39 @@ def tiny_case(kind: str):
         y = torch.arange(16) % 4
         x[torch.arange(16), 0, y, y] += 3.0  # a learnable signal: a bright pixel on the diagonal
         return schema, x, y, "classification"
+    if kind == "text":  # token ids, right-padded with 0; the class is which of two tokens the text holds
+        schema = DataSchema(kind="text", task="classification", input_shape=(10,), n_outputs=2, vocab_size=20, pad_id=0)
+        lengths = torch.randint(2, 11, (24,), generator=g)
+        x = torch.randint(3, 20, (24, 10), generator=g)
+        y = torch.arange(24) % 2
+        x[:, 0] = 1 + y  # token 1 or 2 says the class
+        x[torch.arange(10) >= lengths[:, None]] = 0
+        return schema, x, y, "classification"
+    if kind == "sequence":  # (N, T, F) values; the class is the sign of feature 0's mean
+        schema = DataSchema(kind="sequence", task="classification", input_shape=(7, 3), n_outputs=2)
+        x = torch.randn(24, 7, 3, generator=g)
+        y = (x[:, :, 0].mean(1) > 0).long()
+        return schema, x, y, "classification"
+    if kind == "corpus":  # next-token blocks of a repeating pattern; the last block's tail is past the end
+        schema = DataSchema(kind="corpus", task="language_modeling", input_shape=(12,), n_outputs=16, vocab_size=16, pad_id=0)
+        stream = torch.arange(8 * 12 + 1) % 5 + 3
+        x, y = stream[:-1].view(8, 12).clone(), stream[1:].view(8, 12).clone()
+        x[-1, 8:], y[-1, 8:] = 0, -100
+        return schema, x, y, "language_modeling"
     pytest.skip(f"no tiny case for data kind '{kind}' yet")
+
+
+def output_shape(schema: DataSchema, x: torch.Tensor) -> tuple[int, ...]:
+    """Language models give logits at every position; the rest one row of outputs per sample."""
+    if schema.task == "language_modeling":
+        return (x.shape[0], x.shape[1], schema.n_outputs)
+    return (x.shape[0], schema.n_outputs)
 
 
 def cases():
     for name, family in MODELS.items():
-        kind = sorted(family.input_kinds)[0]
-        yield pytest.param(name, kind, id=f"{name}-{kind}")
+        for kind in sorted(family.input_kinds):
+            yield pytest.param(name, kind, id=f"{name}-{kind}")
 
 
 def build(name: str, schema: DataSchema) -> torch.nn.Module:
@@ -50,7 +76,7 @@ def test_forward_shape_and_finite_gradients(name, kind):
     model = build(name, schema)
     task = TASKS.get(task_name)(TrainConfig())
     loss, out = task.loss(model, x, y)
-    assert out.shape == (x.shape[0], schema.n_outputs)
+    assert out.shape == output_shape(schema, x)
     loss.backward()
     for pname, p in model.named_parameters():
         if p.requires_grad:
@@ -117,3 +143,20 @@ def test_seed_cnns_are_expressible():
                                             dense=[64], dropout=0.0))
     assert seed001.dense[0].in_features == 64 * 3 * 3  # Keras's model.summary(): (3, 3, 64) -> 576
     assert seed001(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+TEXT_FAMILIES = [name for name, family in MODELS.items() if "text" in family.input_kinds]
+
+
+@pytest.mark.parametrize("name", TEXT_FAMILIES)
+def test_padding_does_not_change_text_outputs(name):
+    """A text padded to 10 tokens gives the same output as the same text with no padding at all."""
+    schema, x, _, _ = tiny_case("text")
+    model = build(name, schema).eval()
+    row = x[1:2].clone()
+    length = int((row != schema.pad_id).sum())
+    assert 0 < length < row.shape[1]
+    with torch.no_grad():
+        padded = model(row)
+        unpadded = model(row[:, :length])
+    torch.testing.assert_close(padded, unpadded, rtol=1e-4, atol=1e-5)
