@@ -127,7 +127,7 @@ class LanguageModeling(Task):
         """(sum of token nats, number of target tokens) over a split, as device scalars; never holds all logits."""
         was_training = model.training
         model.eval()
-        total = torch.zeros((), device=x.device, dtype=torch.float64)
+        total = torch.zeros((), device=x.device)  # float32: MPS has no float64, and per-batch sums keep it precise
         count = torch.zeros((), device=x.device, dtype=torch.int64)
         # a batch of logits is (B, T, V): keep it near 64M values whatever the vocabulary
         rows = max(1, min(batch_size, 64_000_000 // max(1, x.shape[1] * self._vocab(model))))
@@ -135,7 +135,7 @@ class LanguageModeling(Task):
             xb, yb = x[start : start + rows], y[start : start + rows]
             with autocast():
                 logits = model(xb)
-            total += F.cross_entropy(logits.flatten(0, 1).float(), yb.flatten(), ignore_index=IGNORE_INDEX, reduction="sum").double()
+            total += F.cross_entropy(logits.flatten(0, 1).float(), yb.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
             count += (yb != IGNORE_INDEX).sum()
         model.train(was_training)
         return total, count

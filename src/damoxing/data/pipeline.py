@@ -325,16 +325,18 @@ def _text_codec(config, base_dir: Optional[Path], train_texts: list[str]) -> Tex
     return TextCodec(tok.kind, tok.vocab_size, tok.min_frequency, tok.lowercase, tok.max_length).fit(train_texts)
 
 
-def _targets(values: np.ndarray, task: str, config, train_idx_fn):
-    """(labels encoder, y for metrics, y for the model, target scaler) of a classification/regression target."""
+def _split_targets(values: np.ndarray, task: str, config):
+    """Split rows (stratified by class) and encode a classification/regression target, fitted on train.
+
+    Returns (split indices, label encoder or None, y for metrics, y for the model, target scaler or None)."""
     labels = LabelEncoder().fit(values) if task == "classification" else None
-    y_all = labels.transform(values) if labels else np.asarray(values, dtype=np.float32)
     if labels is not None and len(labels.classes_) < 2:
         raise DataError(f"The target has a single class ({labels.classes_[0]!r}); classification needs at least two.")
-    idx = train_idx_fn(values if labels else None)
+    idx = _split(len(values), values if labels else None, config, task)
+    y_all = labels.transform(values) if labels else np.asarray(values, dtype=np.float32)
     scaler = TargetScaler().fit(y_all[idx["train"]]) if (task == "regression" and config.data.preprocess.scale_target) else None
     y_model = y_all if labels or scaler is None else scaler.transform(y_all).astype(np.float32)
-    return labels, y_all, y_model, scaler, idx
+    return idx, labels, y_all, y_model, scaler
 
 
 def _prepare_text(raw: RawData, config, base_dir: Optional[Path]) -> PreparedData:
@@ -355,8 +357,7 @@ def _prepare_text(raw: RawData, config, base_dir: Optional[Path]) -> PreparedDat
     if n_missing:
         warn(f"{n_missing} row(s) have no text in '{column}'; they are read as empty texts.")
     texts = as_texts(frame[column])
-    labels, y_all, y_model, scaler, idx = _targets(frame[raw.target].to_numpy(), task, config,
-                                                   lambda strat: _split(len(frame), strat, config, task))
+    idx, labels, y_all, y_model, scaler = _split_targets(frame[raw.target].to_numpy(), task, config)
     codec = _text_codec(config, base_dir, [texts[i] for i in idx["train"]])
     context = _model_context(config)
     if context is not None and config.data.tokenizer.max_length and config.data.tokenizer.max_length > context:
@@ -422,8 +423,12 @@ def _prepare_sequences(raw: RawData, config) -> PreparedData:
         if raw.images.shape[1] != 1:
             raise DataError(f"'{raw.source}' holds an array of shape {raw.images.shape}; sequences must be (N, T) or (N, T, F).")
         sequences, values, target = raw.images[:, 0], raw.labels, raw.target
-    else:
+    elif raw.target is None:
+        sequences, values, target = None, None, None
+    else:  # a numeric table: each row is one sequence of its feature columns, one value per step
         frame, n_dropped = drop_missing_target(raw.frame, raw.target)
+        if n_dropped:
+            warn(f"dropped {n_dropped} row(s) whose target '{raw.target}' is missing.")
         features = config.data.features or [c for c in frame.columns if c != raw.target]
         sequences, values, target = frame[features].to_numpy(dtype=np.float64), frame[raw.target].to_numpy(), raw.target
     if values is None:
@@ -431,8 +436,9 @@ def _prepare_sequences(raw: RawData, config) -> PreparedData:
     task = config.task or infer_task(pd.Series(values))
     if task not in ("classification", "regression"):
         raise DataError(f"task '{task}' on numeric sequences is not supported: use classification or regression.")
+    check_target_for_task(pd.Series(values), task)
     sequences = np.asarray(sequences)
-    labels, y_all, y_model, scaler, idx = _targets(values, task, config, lambda strat: _split(len(sequences), strat, config, task))
+    idx, labels, y_all, y_model, scaler = _split_targets(values, task, config)
     codec = SequencePreprocessor().fit(sequences[idx["train"]])
     x_all = codec.transform(sequences)
     schema = DataSchema(kind="sequence", task=task, input_shape=tuple(x_all.shape[1:]), n_outputs=len(labels.classes_) if labels else 1,
