@@ -15,6 +15,19 @@ import pytest
 
 from conftest import write_yaml
 
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """These tiny models train as fast on one thread, and many times faster when the machine's cores are busy."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 ARITHMETIC = re.compile(r"^ \d+\.\n\d+ plus \d+ is \d+\.")  # " 42.\n7 plus 8 is 15." : the corpus's own format
 
 
@@ -69,6 +82,11 @@ def test_sampling_is_reproducible_with_a_seed(lm_run):
     first = model.generate("3 plus", seed=7, **options)
     assert first == model.generate("3 plus", seed=7, **options) and first
     assert re.match(r"^ \d+ is \d+\.", first), repr(first)
+    from damoxing.generate import generate
+
+    pieces: list[str] = []  # streamed: one callback per decoded piece, as tokens are sampled
+    assert generate(lm_run.path, prompt="3 plus", seed=7, on_text=pieces.append, **options) == first == "".join(pieces)
+    assert len(pieces) >= 5
 
 
 def test_pick_token_respects_top_k_top_p_and_greedy():
@@ -222,3 +240,24 @@ def test_a_context_longer_than_the_model_is_a_clear_error(cli, tmp_path):
     cfg = write_yaml(tmp_path / "c.yaml", {"data": {"source": str(corpus), "block_size": 4096}, "model": {"type": "gpt", "size": "tiny"}})
     result = cli("train", cfg, "--out", tmp_path / "run")
     assert result.code == 2 and "context" in result.err and "4096" in result.err and "Traceback" not in result.err
+
+
+# ----------------------------------------------------------------------------- numeric sequences
+
+
+def test_a_gru_on_numeric_sequences_trains_predicts_and_evaluates(cli, tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 12, 2))
+    np.savez(tmp_path / "seq.npz", x=x, y=np.where(x[:, :, 0].mean(1) > 0, "up", "down"))  # the sign of feature 0's mean
+    np.savez(tmp_path / "new.npz", x=x[:4])
+    cfg = write_yaml(tmp_path / "c.yaml", {"data": {"source": str(tmp_path / "seq.npz")}, "model": {"type": "rnn", "size": "tiny", "cell": "gru"},
+                                           "train": {"epochs": 8, "batch_size": 32, "optimizer": {"name": "adam", "lr": 0.01}}})
+    result = cli("train", cfg, "--out", tmp_path / "run", "--quiet")
+    assert result.code == 0, result.err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] >= 0.85 and metrics["baseline"]["test"]["accuracy"] < 0.6
+    result = cli("predict", tmp_path / "run", tmp_path / "new.npz")
+    assert result.code == 0, result.err
+    assert result.out.splitlines()[0] == "prediction,proba_down,proba_up" and len(result.out.splitlines()) == 5
+    result = cli("evaluate", tmp_path / "run", "--json")
+    assert json.loads(result.out)["metrics"]["accuracy"] == pytest.approx(metrics["test"]["accuracy"])

@@ -134,11 +134,13 @@ def generate(
     """Generate with a saved run: a language model continues --prompt, streaming the text as it is made."""
     from damoxing.generate import generate as generate_run
 
-    shown = []  # the prompt is echoed once the run is known to generate, so an error leaves stdout empty
+    echoed = False  # the prompt is echoed once the run is known to generate, so an error leaves stdout empty
 
     def stream(piece: str) -> None:
-        if not shown:
-            shown.append(sys.stdout.write(prompt))
+        nonlocal echoed
+        if not echoed:
+            sys.stdout.write(prompt)
+            echoed = True
         sys.stdout.write(piece)
         sys.stdout.flush()
 
