@@ -159,3 +159,12 @@ def test_ctrl_c_keeps_what_was_trained():
     result = fit(model, train, val, task, config, torch.device("cpu"), on_epoch_end=interrupt)
     assert result.stopped == "interrupted" and len(result.history) == 3
     assert "interrupted" in result.message
+
+
+def test_only_reduce_on_plateau_cuts_the_lr_when_the_monitor_stalls():
+    # lr 2.0 makes val_loss bounce, so the monitor stalls for more than `patience` epochs
+    stalled = dict(epochs=12, optimizer={"name": "sgd", "lr": 2.0}, schedule={"patience": 0, "factor": 0.5})
+    _, constant = run(**stalled)
+    assert {h["lr"] for h in constant.history} == {2.0}
+    _, plateau = run(**{**stalled, "schedule": {"name": "reduce_on_plateau", "patience": 0, "factor": 0.5}})
+    assert min(h["lr"] for h in plateau.history) < 2.0

@@ -203,7 +203,8 @@ def fit(
             if score is None:
                 valid = sorted(k for k in record if k.startswith("val_"))
                 raise ConfigError(f"train.monitor '{monitor}' is not computed for this task. Valid monitors: {', '.join(valid) or 'train_loss'}.")
-            plateau.update(score)
+            if config.schedule.name == "reduce_on_plateau":  # other schedules never cut the lr on a plateau
+                plateau.update(score)
             min_delta = early.min_delta if early else 0.0
             improved = result.best_score is None or (
                 score < result.best_score - min_delta if direction == "min" else score > result.best_score + min_delta
