@@ -146,6 +146,25 @@ def init(
 
 
 @app.command()
+def generate(
+    run: Path = typer.Argument(..., help="A run folder of a generative model (vae, gan)."),
+    n: int = typer.Option(64, "--n", help="How many images."),
+    out: Optional[Path] = typer.Option(None, "--out", help="FILE.png (a grid of images) or FILE.npz (arrays, key 'images')."),
+    seed: int = typer.Option(0, "--seed", help="Noise seed: the same seed gives the same images."),
+    interpolate: bool = typer.Option(False, "--interpolate", help="vae: n images along a line between two latent points."),
+) -> None:
+    """Generate new images from a saved vae or gan run; prints the file written."""
+    generate_images_command(run, n=n, out=out, seed=seed, interpolate=interpolate)
+
+
+def generate_images_command(run: Path, n: int, out: Optional[Path], seed: int, interpolate: bool) -> None:
+    """The image half of `generate` (task generation: vae, gan): a PNG grid or an NPZ, then its path."""
+    from damoxing.generate_images import generate_images
+
+    typer.echo(str(generate_images(run, n=n, seed=seed, out=out, interpolate=interpolate)))
+
+
+@app.command()
 def schema() -> None:
     """Print the config's JSON Schema (for editor autocompletion)."""
     from damoxing.config import config_schema
