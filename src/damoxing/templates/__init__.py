@@ -11,6 +11,8 @@ TEMPLATES = {
     "digits-mlp": "seed 002's MLP (one hidden layer of 128, SGD) on the digits table",
     "tabular": "an MLP on your own CSV/Parquet table (classification or regression)",
     "diabetes-regression": "seed 004's dense regression (hidden 10, ReLU, Adam, MSE) on diabetes",
+    "vae-digits": "a variational autoencoder generating 8x8 digits (loss = negative ELBO; sample grids)",
+    "gan-digits": "a DCGAN generating 8x8 digits (two players, two optimizers; sample grids)",
 }
 
 
