@@ -93,6 +93,17 @@ def test_evaluate_a_generative_run_reproduces_its_test_metrics(cli, vae_run):
     assert evaluated["baseline"] == pytest.approx(saved["baseline"]["test"])
 
 
+def test_evaluate_a_generative_run_on_a_file_of_images(cli, gan_run, tmp_path):
+    from sklearn.datasets import load_digits
+
+    np.savez(tmp_path / "digits.npz", x=load_digits().images[:300, None])  # no labels needed
+    result = cli("evaluate", gan_run.path, "--data", tmp_path / "digits.npz", "--json")
+    assert result.code == 0, result.err
+    evaluated = json.loads(result.out)
+    assert {"loss", "d_loss", "g_loss", "frechet_distance", "diversity"} <= set(evaluated["metrics"])
+    assert evaluated["reference"]["diversity"] == pytest.approx(1.0, abs=0.15)
+
+
 @pytest.fixture(scope="module")
 def classifier_run(tmp_path_factory):
     from damoxing.api import train

@@ -90,3 +90,12 @@ def test_train_step_updates_both_players_and_copes_with_a_batch_of_one():
     assert parts["loss"].item() == pytest.approx(parts["d_loss"].item() + parts["g_loss"].item())
     assert all(not torch.equal(a, b) for a, b in zip(d_before, model.discriminator.parameters()))
     assert all(not torch.equal(a, b) for a, b in zip(g_before, model.generator.parameters()))
+
+
+@pytest.mark.parametrize("architecture", ["conv", "mlp"])
+def test_samples_and_discriminator_fit_odd_image_sizes(architecture):
+    model = gan((3, 7, 9), architecture=architecture).eval()
+    samples = model.sample(4, torch.Generator().manual_seed(0))
+    assert samples.shape == (4, 3, 7, 9) and model(samples).shape == (4,)
+    with pytest.raises(ConfigError, match="'conv' needs images"):
+        gan((5,), architecture="conv")

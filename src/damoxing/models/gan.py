@@ -48,29 +48,38 @@ class GANConfig(ModelConfigBase):
     }
 
 
-def conv_players(input_shape: tuple[int, int, int], channels: list[int], latent_dim: int) -> tuple[nn.Module, nn.Module, tuple[int, int, int]]:
-    """DCGAN discriminator (B, C, H, W) -> (B,) logits and generator (B, latent) -> (B, C, H*, W*), H* >= H."""
-    in_channels = input_shape[0]
+def conv_players(input_shape: tuple[int, int, int], channels: list[int], latent_dim: int) -> tuple[nn.Module, nn.Module]:
+    """DCGAN discriminator (B, C, H, W) -> (B,) logits and generator (B, latent) -> (B, C, H*, W*), H* >= H.
+
+    The generator starts from a (channels[-1], ceil(H / 2^k), ceil(W / 2^k)) map and doubles it k
+    times, so it covers any image size; the caller crops to (H, W).
+    """
+    in_channels, height, width = input_shape
     layers: list[nn.Module] = []
     for out_channels in channels:
         layers += [nn.Conv2d(in_channels, out_channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
         in_channels = out_channels
     features = nn.Sequential(*layers)
-    with torch.no_grad():
-        feature_shape = tuple(features(torch.zeros(1, *input_shape)).shape[1:])
-    if min(feature_shape[1:]) < 1:
-        raise ConfigError(f"model.conv_channels {channels} halves the {input_shape[1]}x{input_shape[2]} images to nothing; use fewer conv layers.")
-    discriminator = nn.Sequential(features, nn.Flatten(), nn.Linear(math.prod(feature_shape), 1), nn.Flatten(0))
+    try:
+        with torch.no_grad():
+            flat = features(torch.zeros(1, *input_shape)).numel()
+    except RuntimeError:
+        flat = 0
+    if flat == 0:
+        raise ConfigError(f"model.conv_channels {channels} halves the {height}x{width} images {len(channels)} times, "
+                          "to nothing; use fewer conv layers.")
+    discriminator = nn.Sequential(features, nn.Flatten(), nn.Linear(flat, 1), nn.Flatten(0))
 
-    up: list[nn.Module] = [nn.Linear(latent_dim, math.prod(feature_shape)), nn.Unflatten(1, feature_shape),
-                           nn.BatchNorm2d(feature_shape[0]), nn.ReLU()]
+    scale = 2 ** len(channels)
+    start = (channels[-1], math.ceil(height / scale), math.ceil(width / scale))
+    up: list[nn.Module] = [nn.Linear(latent_dim, math.prod(start)), nn.Unflatten(1, start), nn.BatchNorm2d(start[0]), nn.ReLU()]
     targets = list(reversed(channels[:-1])) + [input_shape[0]]
     for i, out_channels in enumerate(targets):
         up.append(nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1))  # exactly doubles H and W
         if i < len(targets) - 1:
             up += [nn.BatchNorm2d(out_channels), nn.ReLU()]
         in_channels = out_channels
-    return discriminator, nn.Sequential(*up), feature_shape
+    return discriminator, nn.Sequential(*up)
 
 
 def mlp_players(n_features: int, hidden: list[int], latent_dim: int) -> tuple[nn.Module, nn.Module]:
@@ -109,7 +118,7 @@ class GAN(nn.Module):
         if architecture == "conv":
             if not config.conv_channels:
                 raise ConfigError("model.conv_channels must list at least one channel count for architecture 'conv', e.g. [32, 64].")
-            self.discriminator, self.generator, _ = conv_players(self.input_shape, config.conv_channels, self.latent_dim)
+            self.discriminator, self.generator = conv_players(self.input_shape, config.conv_channels, self.latent_dim)
         else:
             flat = math.prod(self.input_shape)
             self.discriminator, self.generator = mlp_players(flat, list(config.hidden or []), self.latent_dim)
