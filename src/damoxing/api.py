@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import sys
@@ -88,6 +89,10 @@ def train(config: str | Path | dict | None = None, *, out: str | Path | None = N
     device = dist.process_device(pick_device(cfg.train.device), ctx)
     if resume is None:
         path = new_run_path(out, cfg.name)  # refuse an --out that holds a run before any work
+    if cfg.model.init_from:  # fine-tuning: unset model options come from the pretraining run
+        from damoxing.models.init_from import inherit_options, source_run
+
+        cfg = cfg.model_copy(update={"model": inherit_options(cfg.model, source_run(cfg.model.init_from, base_dir))})
 
     data = prepare_data(cfg, base_dir)
     cfg = cfg.model_copy(update={"task": data.task, "model": resolve_size(cfg.model)})
@@ -96,11 +101,22 @@ def train(config: str | Path | dict | None = None, *, out: str | Path | None = N
 
     torch.manual_seed(cfg.train.seed)
     model = create_model(cfg.model, data.schema)
+    init_report = None
+    if cfg.model.init_from:
+        from damoxing.models.init_from import describe, load_init_weights
+
+        init_report = load_init_weights(model, Path(cfg.model.init_from))
+        note(describe(init_report))
     params, trainable = count_parameters(model)
     note(f"{cfg.name}: {cfg.model.type} ({params:,} parameters) on {data.source}, task {data.task}, "
          f"{data.summary['split_rows']['train']} training rows, device {device}")
 
     splits = {k: Split(torch.as_tensor(data.x[k]), None if data.y[k] is None else torch.as_tensor(data.y[k])) for k in data.x}
+    samples = None
+    if data.task == "generation" and data.schema.kind == "image":  # fixed-seed sample grids, written with the run
+        from damoxing.generate_images import SampleGrids
+
+        samples = SampleGrids(data.preprocessing, cfg.train.sample_every, cfg.train.seed)
     writer, checkpoints = None, None
     if cfg.train.checkpoint_every is not None or resumed is not None:
         identity = {"config": cfg.model_dump(mode="json"), "data_fingerprint": data.fingerprint}
@@ -122,7 +138,8 @@ def train(config: str | Path | dict | None = None, *, out: str | Path | None = N
     if progress is not None:
         progress.start()
     try:
-        result = fit(model, splits["train"], splits["val"], task, cfg.train, device, progress=progress, checkpoints=checkpoints)
+        result = fit(model, splits["train"], splits["val"], task, cfg.train, device, progress=progress, checkpoints=checkpoints,
+                     on_epoch_end=(lambda record: samples.after_epoch(model, record["epoch"])) if samples else None)
     finally:
         if progress is not None:
             progress.stop()
@@ -145,12 +162,18 @@ def train(config: str | Path | dict | None = None, *, out: str | Path | None = N
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(writer.file("model.safetensors")))
     writer.write_text("config.yaml", dump_config(cfg))
     writer.write_json("preprocessing.json", data.preprocessing.to_dict())
+    for name, text in data.preprocessing.files().items():  # e.g. tokenizer.json
+        writer.write_text(name, text)
     writer.write_json("metrics.json", metrics)
     writer.write_jsonl("history.jsonl", result.history)
     np.savez(writer.file("splits.npz"), **{k: v.astype(np.int64) for k, v in data.indices.items()})
+    if samples is not None:
+        samples.write(model, writer.tmp)
     manifest = build_manifest(cfg, data, result, device, params, trainable,
                               timings={"load_seconds": load_seconds, "train_seconds": result.train_seconds,
                                        "eval_seconds": eval_seconds, "total_seconds": time.perf_counter() - started})
+    if init_report is not None:
+        manifest["model"]["init_from"] = init_report
     writer.write_json("manifest.json", manifest)
     path = writer.commit()
     dist.shutdown()
@@ -168,6 +191,10 @@ def evaluate_run(model, task, data, cfg, device) -> dict:
     from damoxing.train.loop import autocast_context, model_outputs
 
     autocast = autocast_context(cfg.train, device)
+    if data.task == "language_modeling":
+        return evaluate_language_model(model, task, data, cfg.train.eval_batch_size, autocast, device)
+    if data.task == "generation":  # no labels: the model's losses and sample quality, beside trivial generators
+        return task.evaluate(model, data.x, device, cfg.train.eval_batch_size, autocast)
     metrics: dict[str, Any] = {}
     train_targets = data.y_original["train"]
     for split in ("val", "test"):
@@ -183,6 +210,21 @@ def evaluate_run(model, task, data, cfg, device) -> dict:
         metrics.setdefault("baseline", {})[split] = result["baseline"]
         if "ci" in result:
             metrics[f"{split}_ci"] = result["ci"]
+    return metrics
+
+
+def evaluate_language_model(model, task, data, batch_size: int, autocast, device) -> dict:
+    """Loss, perplexity and bits per byte on val and test, and the same for a unigram model of the training tokens."""
+    import torch
+
+    metrics: dict[str, Any] = {}
+    for split in ("val", "test"):
+        if len(data.x[split]) == 0:
+            continue
+        n_bytes = data.summary["split_bytes"][split]
+        x, y = torch.as_tensor(data.x[split], device=device), torch.as_tensor(data.y[split], device=device)
+        metrics[split] = task.evaluate_split(model, x, y, n_bytes, batch_size, autocast)
+        metrics.setdefault("baseline", {})[split] = task.unigram_baseline(data.y["train"], data.y[split], data.schema.vocab_size, n_bytes)
     return metrics
 
 
@@ -267,8 +309,12 @@ def evaluate(run: str | Path, data: str | Path | None = None) -> dict:
 
     predictor = load(run)
     prep = predictor.preprocessing
+    if predictor.task_name == "language_modeling":
+        return _evaluate_language_model_run(predictor, data)
+    if predictor.task_name == "generation":
+        return _evaluate_generation(predictor, data)
     if data is None:
-        prepared = prepare_data(predictor.config)
+        prepared = prepare_data(_run_data_config(predictor))
         manifest = read_json(predictor.path / "manifest.json")
         if prepared.fingerprint != manifest["data"]["fingerprint"]:
             warn(f"the data at {prepared.source} changed since this run was trained (fingerprint differs); "
@@ -288,6 +334,61 @@ def evaluate(run: str | Path, data: str | Path | None = None) -> dict:
         inputs = inputs[keep] if not hasattr(inputs, "iloc") else inputs.loc[keep]
         targets = targets[keep]
     return predictor.evaluate(inputs, targets)
+
+
+def _run_data_config(predictor):
+    """The run's config, reading text with the run's own tokenizer (a retrained one could number tokens differently)."""
+    config = predictor.config
+    if predictor.schema.kind not in ("text", "corpus"):
+        return config
+    tokenizer = config.data.tokenizer.model_copy(update={"path": str(predictor.path)})
+    return config.model_copy(update={"data": config.data.model_copy(update={"tokenizer": tokenizer})})
+
+
+def _evaluate_language_model_run(predictor, data: str | Path | None) -> dict:
+    """A language model on its own test split, or on a .txt file / folder, beside the unigram baseline of its training text."""
+    import contextlib
+
+    import torch
+
+    from damoxing.data.pipeline import prepare_data
+    from damoxing.data.sources import load_source
+    from damoxing.errors import DataError
+    from damoxing.run_folder import read_json
+
+    prepared = prepare_data(_run_data_config(predictor))  # the training tokens, for the baseline
+    if prepared.fingerprint != read_json(predictor.path / "manifest.json")["data"]["fingerprint"]:
+        warn(f"the data at {prepared.source} changed since this run was trained (fingerprint differs).")
+    x, y, n_bytes = prepared.x["test"], prepared.y["test"], prepared.summary["split_bytes"]["test"]
+    if data is not None:
+        raw = load_source(str(data))
+        if raw.kind != "corpus":
+            raise DataError(f"This run is a language model; evaluate it on a .txt file or a folder of .txt files, not '{data}'.")
+        x, y, n_bytes = predictor.preprocessing.inputs.pack(raw.texts, predictor.schema.input_shape[0], raw.text_unit)
+    if len(x) == 0:
+        raise DataError("This run has no test text (data.split.test is 0); pass --data FILE.txt to evaluate on other text.")
+    task = predictor.task
+    metrics = task.evaluate_split(predictor.model, torch.as_tensor(x), torch.as_tensor(y), n_bytes, 64, contextlib.nullcontext)
+    return {"metrics": metrics, "baseline": task.unigram_baseline(prepared.y["train"], y, predictor.schema.vocab_size, n_bytes)}
+def _evaluate_generation(predictor, data: str | Path | None) -> dict:
+    """A generative run on its own test split (default) or on a file of images/rows (labels not needed)."""
+    from damoxing.data.pipeline import prepare_data
+    from damoxing.predictor import read_table_or_arrays
+    from damoxing.run_folder import read_json
+
+    prepared = prepare_data(predictor.config)
+    if prepared.fingerprint != read_json(predictor.path / "manifest.json")["data"]["fingerprint"]:
+        warn(f"the data at {prepared.source} changed since this run was trained (fingerprint differs).")
+    splits = {"train": prepared.x["train"], "test": prepared.x["test"]}
+    if data is not None:
+        inputs, _ = read_table_or_arrays(data, predictor.schema.kind, None)
+        splits["test"] = predictor.preprocessing.transform_inputs(inputs)
+    result = predictor.task.evaluate(predictor.model, splits, predictor.device, 1024, contextlib.nullcontext)
+    if "test" not in result:
+        from damoxing.errors import DataError
+
+        raise DataError("The test data has fewer than 2 rows; generative metrics compare sets of samples, so give at least 2.")
+    return {"metrics": result["test"], "baseline": result["baseline"]["test"], "reference": result["reference"]["test"]}
 
 
 def _outputs(predictor, x: np.ndarray):

@@ -44,13 +44,27 @@ class PreprocessConfig(StrictModel):
     scale_target: bool = Field(True, description="standardize a regression target while training")
 
 
+class TokenizerConfig(StrictModel):
+    """How text becomes token ids: a tokenizer trained on the training split (Hugging Face `tokenizers`), or an existing one."""
+
+    kind: Literal["bpe", "wordpiece", "char"] = Field("bpe", description="bpe: byte-level BPE (never an unknown character); wordpiece: BERT-style; char: one token per character")
+    vocab_size: int = Field(8000, ge=16, description="largest vocabulary to train (special tokens included); small data gives fewer")
+    min_frequency: int = Field(2, ge=1, description="bpe/wordpiece: a merge or word must occur this often in the training text")
+    lowercase: bool = False
+    max_length: Optional[int] = Field(None, ge=1, description="text: pad/truncate every text to this many tokens; default: the longest training text, at most 512 and the model's context")
+    path: Optional[str] = Field(None, description="use this tokenizer instead of training one: a run folder, a folder holding a Hugging Face tokenizer.json, or a tokenizer.json file")
+
+
 class DataConfig(StrictModel):
-    source: str = Field(..., description="builtin:NAME | path to .csv .parquet .npz .npy .idx[.gz] | a folder")
+    source: str = Field(..., description="builtin:NAME | path to .csv .parquet .npz .npy .idx[.gz] .txt | a folder (IDX files, or .txt documents)")
     target: Optional[str] = Field(None, description="column to predict; default: label/target/y/class or the last column")
     labels: Optional[str] = Field(None, description="labels file for .npy / IDX images")
     features: Optional[list[str]] = Field(None, description="input columns; default: every column but the target")
     split: SplitConfig = SplitConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
+    text: Optional[str] = Field(None, description="the text column of a CSV/Parquet table, for text models (rnn, transformer, gpt); default: the only column besides the target")
+    block_size: Optional[int] = Field(None, ge=2, description="language modelling: tokens per training block; default: the model's context length")
+    tokenizer: TokenizerConfig = TokenizerConfig()
 
 
 class OptimizerConfig(StrictModel):
@@ -116,6 +130,7 @@ class TrainConfig(StrictModel):
     compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile; auto: on CUDA only")
     seed: int = 0
     log_every: int = Field(50, ge=1, description="steps between reads of the running loss (no per-step host sync)")
+    sample_every: int = Field(5, ge=0, description="generation: save a fixed-seed sample grid samples_epoch_K.png every N epochs (0: only samples.png at the end)")
     augment: Optional[AugmentConfig] = Field(None, description="image augmentation on the device: {crop_padding: 4, flip: true}")
     data_on_device: Literal["auto", True, False] = Field(
         "auto", description="true: training tensors live on the device, batched there; false: stream through a DataLoader; auto: on the device when they take at most half of its free memory")
@@ -153,6 +168,7 @@ class ModelConfigBase(StrictModel):
     """Base of every model family's options. `size` picks a preset; explicit options override it."""
 
     size: Size = "small"
+    init_from: Optional[str] = Field(None, description="start from another run's weights (its run folder): tensors with the same name and shape are loaded, the rest (e.g. a new head) start fresh and are reported")
 
 
 class ConfigBase(StrictModel):

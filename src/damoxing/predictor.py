@@ -32,7 +32,7 @@ class Predictor:
 
         self.path = check_run(path)
         self.config = load_config(self.path / "config.yaml")
-        self.preprocessing = Preprocessing.from_dict(read_json(self.path / "preprocessing.json"))
+        self.preprocessing = Preprocessing.from_dict(read_json(self.path / "preprocessing.json"), self.path)
         self.schema = self.preprocessing.schema
         self.task_name = self.schema.task
         self.task = TASKS.get(self.task_name)(self.config.train)
@@ -53,6 +53,10 @@ class Predictor:
         """Raw model outputs for raw inputs (DataFrame, dict of columns or array)."""
         import torch
 
+        if self.task_name == "generation":
+            raise UserError(f"'{self.path}' is a generative run (model '{self.config.model.type}'); it makes new samples rather than "
+                            "predictions. Use `damoxing generate RUN --out FILE.png` (or .npz), or `damoxing evaluate RUN`.")
+
         from damoxing.train.loop import model_outputs
 
         x = torch.as_tensor(self.preprocessing.transform_inputs(data), device=self.device)
@@ -70,6 +74,12 @@ class Predictor:
         if self.task_name == "classification":
             return self.preprocessing.decode_labels(out.argmax(axis=1))
         return self.preprocessing.decode_regression(out)
+
+    def generate(self, prompt: str = "", **options: Any) -> str:
+        """Continue `prompt` (language models); options as `damoxing.generate.generate_text`. Returns the new text."""
+        from damoxing.generate import generate_text
+
+        return generate_text(self, prompt, **options)
 
     def evaluate(self, data: Any, targets: Any) -> dict:
         """Metrics of this model on labelled raw data, and of the trivial baseline fitted on the run's train split."""
@@ -92,7 +102,19 @@ def read_table_or_arrays(path: str | Path, kind: str, target: Optional[str]) -> 
     if not path.exists():
         raise DataError(f"Input file '{path}' does not exist.")
     name = path.name.lower()
-    if kind == "table":
+    if kind == "corpus":
+        raise DataError("This run is a language model: it continues text rather than predicting a value per input. Use `damoxing generate RUN --prompt TEXT`.")
+    if kind == "text" and not name.endswith((".csv", ".csv.gz", ".parquet", ".pq")):
+        raise DataError(f"Input '{path}' must be a .csv or .parquet table with the text column, for a model trained on texts.")
+    if kind == "sequence":
+        if not name.endswith((".npz", ".npy")):
+            raise DataError(f"Input '{path}' must be an .npz (sequences under 'x', labels optionally under 'y') or .npy array, for a model trained on sequences.")
+        raw = sources.load_source(str(path))
+        if raw.kind == "image":
+            return raw.images[:, 0], raw.labels
+        frame = raw.frame
+        return frame.drop(columns=[raw.target]).to_numpy() if raw.target else frame.to_numpy(), (frame[raw.target].to_numpy() if raw.target else None)
+    if kind in ("table", "text"):
         if name.endswith((".csv", ".csv.gz", ".parquet", ".pq")):
             raw = sources.load_source(str(path), target if _has_column(path, target) else None)
             frame = raw.frame

@@ -99,7 +99,10 @@ def test_compile_failure_at_the_first_step_falls_back_to_eager(capsys):
 @pytest.mark.parametrize("every", ["1 epochs", "5 steps"])
 def test_resume_from_a_checkpoint_is_bitwise_exact(tmp_path, every):
     """Stop after epoch 2 (Ctrl-C), resume from the last checkpoint, end where an uninterrupted run ends."""
-    full, full_result = train_mlp(dropout=0.3, epochs=4)
+    # dropout, weight decay and a warm-up + cosine schedule: every piece of state must come back
+    settings = {"dropout": 0.3, "epochs": 4, "optimizer": {"name": "adamw", "lr": 0.05, "weight_decay": 0.1},
+                "schedule": {"name": "cosine", "warmup_epochs": 1}}
+    full, full_result = train_mlp(**settings)
     path = tmp_path / "checkpoint.safetensors"
     config = TrainConfig(epochs=4, checkpoint_every=every)
 
@@ -107,10 +110,10 @@ def test_resume_from_a_checkpoint_is_bitwise_exact(tmp_path, every):
         if record["epoch"] == 2:
             raise KeyboardInterrupt
 
-    _, first = train_mlp(dropout=0.3, checkpoints=Checkpointer(path, config.checkpoint_interval()), on_epoch_end=stop)
+    _, first = train_mlp(checkpoints=Checkpointer(path, config.checkpoint_interval()), on_epoch_end=stop, **settings)
     assert first.stopped == "interrupted" and path.exists()
     resumed_from = read_checkpoint(path)
-    resumed, result = train_mlp(dropout=0.3, checkpoints=Checkpointer(path, config.checkpoint_interval(), resume=resumed_from))
+    resumed, result = train_mlp(checkpoints=Checkpointer(path, config.checkpoint_interval(), resume=resumed_from), **settings)
     assert result.resumed_from["step"] == resumed_from.meta["loop"]["step"] > 0
     if every == "5 steps":
         assert result.resumed_from["micro"] > 0  # a mid-epoch checkpoint

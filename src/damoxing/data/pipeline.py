@@ -25,11 +25,14 @@ from damoxing.data.preprocess import (
     infer_task,
 )
 from damoxing.data.schema import DataSchema
+from damoxing.data.sequence import SequencePreprocessor
 from damoxing.data.sources import RawData, load_source
 from damoxing.data.split import split_indices
-from damoxing.errors import DataError, choices_text, did_you_mean
+from damoxing.data.text import TextCodec, as_texts, find_text_column, is_text_column
+from damoxing.errors import ConfigError, DataError, choices_text, did_you_mean
 
-INPUT_CODECS = {"table": TabularPreprocessor, "image": ImagePreprocessor}
+INPUT_CODECS = {"table": TabularPreprocessor, "image": ImagePreprocessor, "text": TextCodec, "corpus": TextCodec,
+                "sequence": SequencePreprocessor}
 
 
 @dataclass
@@ -39,7 +42,7 @@ class Preprocessing:
     schema: DataSchema
     target: Optional[str]
     feature_columns: Optional[list[str]]
-    inputs: Any  # TabularPreprocessor | ImagePreprocessor (text codecs register in INPUT_CODECS)
+    inputs: Any  # TabularPreprocessor | ImagePreprocessor | TextCodec | SequencePreprocessor (see INPUT_CODECS)
     labels: Optional[LabelEncoder] = None
     target_scaler: Optional[TargetScaler] = None
 
@@ -53,8 +56,13 @@ class Preprocessing:
             "target_scaler": self.target_scaler.to_dict() if self.target_scaler else None,
         }
 
+    def files(self) -> dict[str, str]:
+        """Files the input codec keeps beside preprocessing.json (a text codec's tokenizer.json)."""
+        return self.inputs.files() if hasattr(self.inputs, "files") else {}
+
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Preprocessing":
+    def from_dict(cls, d: dict[str, Any], folder: Optional[Path] = None) -> "Preprocessing":
+        """`folder`: the run folder, for codecs that keep files there (`reads_files`, e.g. tokenizer.json)."""
         schema = DataSchema.from_dict(d["schema"])
         inputs = dict(d["inputs"])
         codec = INPUT_CODECS[inputs.pop("kind")]
@@ -62,7 +70,7 @@ class Preprocessing:
             schema=schema,
             target=d["target"],
             feature_columns=d["feature_columns"],
-            inputs=codec.from_dict(inputs),
+            inputs=codec.from_dict(inputs, folder) if getattr(codec, "reads_files", False) else codec.from_dict(inputs),
             labels=LabelEncoder.from_dict(d["labels"]) if d.get("labels") else None,
             target_scaler=TargetScaler.from_dict(d["target_scaler"]) if d.get("target_scaler") else None,
         )
@@ -77,7 +85,22 @@ class Preprocessing:
             if images.ndim == 3:
                 images = images[:, None]
             return self.inputs.transform(images)
+        if self.schema.kind == "text":
+            return self.inputs.transform(self._texts(data))
+        if self.schema.kind == "corpus":
+            raise DataError("This run is a language model: it continues text rather than predicting a value per input. Use `damoxing generate RUN --prompt TEXT`.")
         return self.inputs.transform(data)
+
+    def _texts(self, data: Any) -> list[str]:
+        """A DataFrame / dict (its text column), a list or array of strings, or one string."""
+        column = self.feature_columns[0]
+        if isinstance(data, (pd.DataFrame, dict)):
+            if column not in data:
+                found = [str(c) for c in (data.columns if isinstance(data, pd.DataFrame) else data)]
+                raise DataError(f"The input has no text column '{column}' (the column this model was trained on).{did_you_mean(column, found)} "
+                                f"Its columns: {choices_text(found)}. Or pass a list of strings.")
+            return as_texts(data[column])
+        return as_texts(data)
 
     def _as_frame(self, data: Any) -> pd.DataFrame:
         if isinstance(data, pd.DataFrame):
@@ -142,14 +165,35 @@ def resolve_path(source: str, base_dir: Optional[Path]) -> str:
 def prepare_data(config, base_dir: Optional[Path] = None) -> PreparedData:
     """Config -> model-ready arrays for train/val/test plus the fitted Preprocessing."""
     data_cfg = config.data
+    config = _task_of_model(config)
     source = resolve_path(data_cfg.source, base_dir)
     labels = resolve_path(data_cfg.labels, base_dir) if data_cfg.labels else None
     raw = load_source(source, data_cfg.target, labels)
+    if raw.kind == "corpus":
+        return _prepare_corpus(raw, config, base_dir)
+    kind = _model_data_kind(raw, config)
+    if kind == "text":
+        return _prepare_text(raw, config, base_dir)
+    if kind == "sequence":
+        return _prepare_sequences(raw, config)
     if raw.kind == "table":
         return _prepare_table(raw, config)
     if raw.kind == "image":
         return _prepare_images(raw, config)
     raise DataError(f"Data of kind '{raw.kind}' from '{data_cfg.source}' is not supported by this task.")
+
+
+def _task_of_model(config):
+    """A family that always does one task (vae, gan: generation) sets it; labels in the data are then ignored."""
+    from damoxing.errors import ConfigError
+    from damoxing.models import family_task
+
+    fixed = family_task(config.model.type)
+    if fixed is None or config.task == fixed:
+        return config
+    if config.task is not None:
+        raise ConfigError(f"task is '{config.task}', but model.type '{config.model.type}' does '{fixed}'. Set task: {fixed} (or leave it out).")
+    return config.model_copy(update={"task": fixed})
 
 
 def _split(n: int, labels: Optional[np.ndarray], config, task: str) -> dict[str, np.ndarray]:
@@ -163,6 +207,8 @@ def _split(n: int, labels: Optional[np.ndarray], config, task: str) -> dict[str,
 
 def _prepare_table(raw: RawData, config) -> PreparedData:
     frame, target = raw.frame, raw.target
+    if config.task == "generation":
+        return _prepare_table_generation(raw, config)
     frame, n_dropped = drop_missing_target(frame, target)
     if n_dropped:
         warn(f"dropped {n_dropped} row(s) whose target '{target}' is missing.")
@@ -209,9 +255,35 @@ def _prepare_table(raw: RawData, config) -> PreparedData:
     return _assemble(task, prep, x_all, y_model, y_all, idx, raw, summary)
 
 
+def _prepare_table_generation(raw: RawData, config) -> PreparedData:
+    """A table for a generative model: the rows are what is modelled, there is no target.
+
+    Columns: data.features, else every column except data.target or a column named like a label
+    (label/target/y/class), which stays out as the images' labels do.
+    """
+    frame = raw.frame.reset_index(drop=True)
+    label_like = config.data.target or (raw.target if str(raw.target).lower() in ("label", "target", "y", "class") else None)
+    features = config.data.features or [c for c in frame.columns if c != label_like]
+    missing = [c for c in features if c not in frame.columns]
+    if missing:
+        raise DataError(f"data.features names column(s) {missing} that '{raw.source}' does not have.{did_you_mean(missing[0], frame.columns)} "
+                        f"Its columns: {choices_text(map(str, frame.columns))}.")
+    idx = _split(len(frame), None, config, "generation")
+    p = config.data.preprocess
+    inputs = TabularPreprocessor(numeric_impute=p.numeric_impute, scaling=p.scaling, categorical=p.categorical,
+                                 max_categories=p.max_categories).fit(frame.iloc[idx["train"]], features)
+    schema = DataSchema(kind="table", task="generation", input_shape=(len(inputs.feature_names_out_),), n_outputs=1,
+                        feature_names=list(inputs.feature_names_out_))
+    prep = Preprocessing(schema=schema, target=None, feature_columns=list(features), inputs=inputs)
+    summary = {"rows": len(frame), "columns": len(features)}
+    return _assemble("generation", prep, inputs.transform(frame), None, None, idx, raw, summary)
+
+
 def _prepare_images(raw: RawData, config) -> PreparedData:
     images, values = raw.images, raw.labels
     task = config.task or ("classification" if values is not None else "generation")
+    if task == "generation":
+        values = None  # a generative model learns the images alone; their labels are not used
     if task in ("classification", "regression") and values is None:
         raise DataError(f"'{raw.source}' holds images but no labels; task '{task}' needs them. Give data.labels (a .npy or IDX labels file) or store them under 'y' in the .npz.")
     if values is not None and task == "classification":
@@ -242,3 +314,177 @@ def _assemble(task, prep, x_all, y_model, y_all, idx, raw: RawData, summary) -> 
         summary["train_class_counts"] = {str(c): int(n) for c, n in zip(prep.labels.classes_, counts)}
     return PreparedData(task=task, preprocessing=prep, x=x, y=y, y_original=y_orig, indices=idx,
                         fingerprint=raw.fingerprint, source=raw.source, summary=summary)
+
+
+# ------------------------------------------------------------------------- text and sequences
+
+
+def _model_data_kind(raw: RawData, config) -> str:
+    """How a table or image source is read for this model: as it is, as text, or as sequences.
+
+    A text model (rnn, transformer, gpt) reads a table with a text column (data.text, or the only
+    input column) as text; a table of numbers as one sequence per row (N, F) -> (N, F, 1); and
+    single-channel images (N, 1, H, W) as sequences of H steps with W features."""
+    from damoxing.models import MODELS
+
+    kinds = MODELS.get(config.model.type).input_kinds
+    if config.data.text is not None and "text" not in kinds:
+        text_models = [n for n, f in MODELS.items() if "text" in f.input_kinds]
+        raise ConfigError(f"data.text names a text column, but model.type '{config.model.type}' does not read text. Models that do: {choices_text(text_models)}.")
+    if raw.kind in kinds:
+        return raw.kind
+    if raw.kind == "table" and "text" in kinds:
+        features = config.data.features or [c for c in raw.frame.columns if c != raw.target]
+        if config.data.text is not None or any(is_text_column(raw.frame[c]) for c in features if c in raw.frame) or "sequence" not in kinds:
+            return "text"
+        return "sequence"
+    if raw.kind == "image" and "sequence" in kinds:
+        return "sequence"
+    return raw.kind  # create_model names the models that take this kind
+
+
+def _model_context(config) -> Optional[int]:
+    """The model's context length (gpt), which bounds block_size and max_length; None for other models."""
+    from damoxing.models import resolve_size
+
+    return getattr(resolve_size(config.model), "context_length", None)
+
+
+def _text_codec(config, base_dir: Optional[Path], train_texts: list[str]) -> TextCodec:
+    """The tokenizer named by data.tokenizer.path, else the one of model.init_from's run, else one trained on train_texts."""
+    from damoxing.console import note
+
+    tok = config.data.tokenizer
+    path = tok.path
+    init_from = getattr(config.model, "init_from", None)
+    if path is None and init_from is not None:
+        run = Path(resolve_path(init_from, base_dir))
+        if (run / "tokenizer.json").exists():
+            path = str(run)
+            note(f"using the tokenizer of {run} (model.init_from), so token ids match its weights")
+    if path is not None:
+        return TextCodec.from_pretrained(resolve_path(path, base_dir), max_length=tok.max_length)
+    return TextCodec(tok.kind, tok.vocab_size, tok.min_frequency, tok.lowercase, tok.max_length).fit(train_texts)
+
+
+def _split_targets(values: np.ndarray, task: str, config):
+    """Split rows (stratified by class) and encode a classification/regression target, fitted on train.
+
+    Returns (split indices, label encoder or None, y for metrics, y for the model, target scaler or None)."""
+    labels = LabelEncoder().fit(values) if task == "classification" else None
+    if labels is not None and len(labels.classes_) < 2:
+        raise DataError(f"The target has a single class ({labels.classes_[0]!r}); classification needs at least two.")
+    idx = _split(len(values), values if labels else None, config, task)
+    y_all = labels.transform(values) if labels else np.asarray(values, dtype=np.float32)
+    scaler = TargetScaler().fit(y_all[idx["train"]]) if (task == "regression" and config.data.preprocess.scale_target) else None
+    y_model = y_all if labels or scaler is None else scaler.transform(y_all).astype(np.float32)
+    return idx, labels, y_all, y_model, scaler
+
+
+def _prepare_text(raw: RawData, config, base_dir: Optional[Path]) -> PreparedData:
+    """A table with a text column -> token ids (N, T) for text classification or regression."""
+    if raw.kind != "table":
+        raise DataError(f"Text models read text from a CSV/Parquet column or a .txt corpus; '{raw.source}' holds {raw.kind} data.")
+    column = find_text_column(raw.frame, raw.target, config.data.text, config.data.features, raw.source)
+    frame, n_dropped = drop_missing_target(raw.frame, raw.target)
+    if n_dropped:
+        warn(f"dropped {n_dropped} row(s) whose target '{raw.target}' is missing.")
+    task = config.task or infer_task(frame[raw.target])
+    if task not in ("classification", "regression"):
+        raise DataError(f"task '{task}' on a table of texts is not supported: use classification or regression here, "
+                        "and a .txt file (or a folder of them) for language_modeling.")
+    check_target_for_task(frame[raw.target], task)
+    frame = frame.reset_index(drop=True)
+    n_missing = int(frame[column].isna().sum())
+    if n_missing:
+        warn(f"{n_missing} row(s) have no text in '{column}'; they are read as empty texts.")
+    texts = as_texts(frame[column])
+    idx, labels, y_all, y_model, scaler = _split_targets(frame[raw.target].to_numpy(), task, config)
+    codec = _text_codec(config, base_dir, [texts[i] for i in idx["train"]])
+    context = _model_context(config)
+    if context is not None and config.data.tokenizer.max_length and config.data.tokenizer.max_length > context:
+        raise ConfigError(f"data.tokenizer.max_length {config.data.tokenizer.max_length} is longer than the model's context "
+                          f"(model.context_length {context}). Use a max_length of at most {context}, or a larger context_length.")
+    codec.fit_length([texts[i] for i in idx["train"]], cap=context)
+    x_all = codec.transform(texts)
+    n_outputs = len(labels.classes_) if labels else 1
+    schema = DataSchema(kind="text", task=task, input_shape=(codec.max_length_,), n_outputs=n_outputs,
+                        class_names=[str(c) for c in labels.classes_] if labels else None,
+                        vocab_size=codec.vocab_size_, pad_id=codec.pad_id_)
+    prep = Preprocessing(schema=schema, target=raw.target, feature_columns=[column], inputs=codec, labels=labels, target_scaler=scaler)
+    lengths = (x_all != codec.pad_id_).sum(axis=1)
+    summary = {"rows": len(frame) + n_dropped, "rows_dropped_missing_target": n_dropped, "text_column": column,
+               "tokenizer": {"kind": codec.kind, "vocab_size": codec.vocab_size_, "max_length": codec.max_length_},
+               "texts_truncated": int((lengths >= codec.max_length_).sum())}
+    return _assemble(task, prep, x_all, y_model, y_all, idx, raw, summary)
+
+
+def _prepare_corpus(raw: RawData, config, base_dir: Optional[Path]) -> PreparedData:
+    """A plain-text corpus -> next-token blocks (N, block_size); split by line/document, never inside one."""
+    task = config.task or "language_modeling"
+    if task != "language_modeling":
+        raise DataError(f"'{raw.source}' is a plain-text corpus, which is for task language_modeling, not '{task}'. "
+                        "To classify texts, give a CSV/Parquet table with a text column and a label column.")
+    units, unit = raw.texts, raw.text_unit
+    s = config.data.split
+    needed = 1 + (s.val > 0) + (s.test > 0)
+    if len(units) < needed:
+        raise DataError(f"The corpus '{raw.source}' has {len(units)} {unit}(s), but it is split by {unit} into train/val/test, which needs "
+                        f"at least {needed}. Add more {unit}s, or set data.split.val and data.split.test to 0.")
+    idx = _split(len(units), None, config, task)
+    split_units = {k: [units[i] for i in v] for k, v in idx.items()}
+    # a line's newline is text the model writes, so the tokenizer learns it too (a char tokenizer would make it <unk>)
+    codec = _text_codec(config, base_dir, [u + "\n" for u in split_units["train"]] if unit == "line" else split_units["train"])
+    context = _model_context(config)
+    block = config.data.block_size or context or 128
+    if context is not None and block > context:
+        raise ConfigError(f"data.block_size {block} is longer than the model's context (model.context_length {context}): a block "
+                          f"must fit in the context. Use data.block_size <= {context}, or a larger model.context_length.")
+    x, y, n_bytes = {}, {}, {}
+    for k, part in split_units.items():
+        if part:
+            x[k], y[k], n_bytes[k] = codec.pack(part, block, unit)
+        else:
+            x[k], y[k], n_bytes[k] = np.zeros((0, block), np.int64), np.zeros((0, block), np.int64), 0
+    schema = DataSchema(kind="corpus", task=task, input_shape=(block,), n_outputs=codec.vocab_size_, vocab_size=codec.vocab_size_,
+                        pad_id=codec.pad_id_, extra={"eos_id": codec.eos_id_, "text_unit": unit})
+    prep = Preprocessing(schema=schema, target=None, feature_columns=None, inputs=codec)
+    summary = {"rows": len(units), "text_unit": unit, "split_rows": {k: len(v) for k, v in idx.items()},
+               "split_tokens": {k: int((v >= 0).sum()) for k, v in y.items()}, "split_bytes": n_bytes,
+               "split_blocks": {k: int(len(v)) for k, v in x.items()},
+               "tokenizer": {"kind": codec.kind, "vocab_size": codec.vocab_size_, "block_size": block}}
+    if summary["split_tokens"]["train"] < 2 * block:
+        warn(f"the training split has only {summary['split_tokens']['train']} tokens, under two blocks of {block}; the model will see very little text.")
+    return PreparedData(task=task, preprocessing=prep, x=x, y=y, y_original=dict(y), indices=idx,
+                        fingerprint=raw.fingerprint, source=raw.source, summary=summary)
+
+
+def _prepare_sequences(raw: RawData, config) -> PreparedData:
+    """Numeric sequences -> float32 (N, T, F): an array (N, T) / (N, T, F) from .npz/.npy, or a numeric table (one row per sequence)."""
+    if raw.kind == "image":
+        if raw.images.shape[1] != 1:
+            raise DataError(f"'{raw.source}' holds an array of shape {raw.images.shape}; sequences must be (N, T) or (N, T, F).")
+        sequences, values, target = raw.images[:, 0], raw.labels, raw.target
+    elif raw.target is None:
+        sequences, values, target = None, None, None
+    else:  # a numeric table: each row is one sequence of its feature columns, one value per step
+        frame, n_dropped = drop_missing_target(raw.frame, raw.target)
+        if n_dropped:
+            warn(f"dropped {n_dropped} row(s) whose target '{raw.target}' is missing.")
+        features = config.data.features or [c for c in frame.columns if c != raw.target]
+        sequences, values, target = frame[features].to_numpy(dtype=np.float64), frame[raw.target].to_numpy(), raw.target
+    if values is None:
+        raise DataError(f"'{raw.source}' holds sequences but no labels; sequence classification/regression needs them (store them under 'y' in the .npz).")
+    task = config.task or infer_task(pd.Series(values))
+    if task not in ("classification", "regression"):
+        raise DataError(f"task '{task}' on numeric sequences is not supported: use classification or regression.")
+    check_target_for_task(pd.Series(values), task)
+    sequences = np.asarray(sequences)
+    idx, labels, y_all, y_model, scaler = _split_targets(values, task, config)
+    codec = SequencePreprocessor().fit(sequences[idx["train"]])
+    x_all = codec.transform(sequences)
+    schema = DataSchema(kind="sequence", task=task, input_shape=tuple(x_all.shape[1:]), n_outputs=len(labels.classes_) if labels else 1,
+                        class_names=[str(c) for c in labels.classes_] if labels else None)
+    prep = Preprocessing(schema=schema, target=target, feature_columns=None, inputs=codec, labels=labels, target_scaler=scaler)
+    summary = {"rows": len(sequences), "steps": int(x_all.shape[1]), "features": int(x_all.shape[2])}
+    return _assemble(task, prep, x_all, y_model, y_all, idx, raw, summary)

@@ -15,6 +15,8 @@ Supported sources (`load_source(source, target=None, labels=None)`):
   argument (a .npy or IDX labels file).
 * MNIST IDX files (`*-idx3-ubyte`, `*.idx3-ubyte`, `*.idx`, optionally `.gz`), parsed here
   with numpy; labels from the `labels` argument (an idx1 file).
+* `.txt` - a plain-text corpus (kind "corpus"): one unit per non-blank line; a folder of `.txt`
+  files (and no IDX files) is a corpus of one unit per document (see `damoxing.data.text`).
 * A folder holding `*images-idx3-ubyte[.gz]` with matching `*labels-idx1-ubyte[.gz]` (the MNIST
   download layout); when train and t10k files are both present they are concatenated, train
   first.
@@ -43,7 +45,7 @@ IMAGE_KEYS = ("x", "X", "images", "data")
 LABEL_KEYS = ("y", "labels", "label", "target")
 SUPPORTED = (
     ".csv, .csv.gz, .parquet, .pq, .npz, .npy, MNIST IDX files (*-idx3-ubyte, *.idx3-ubyte, "
-    "*.idx, optionally .gz), a folder of MNIST IDX files, or 'builtin:NAME'"
+    "*.idx, optionally .gz), a folder of MNIST IDX files, a .txt corpus or a folder of .txt files, or 'builtin:NAME'"
 )
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _IMG_FILE = re.compile(r"^(.*?)[-._]?images[-.]idx3-ubyte(\.gz)?$", re.IGNORECASE)
@@ -54,19 +56,24 @@ _LAB_FILE = re.compile(r"^(.*?)[-._]?labels[-.]idx1-ubyte(\.gz)?$", re.IGNORECAS
 class RawData:
     """What a source yields before any preprocessing."""
 
-    kind: str  # "table" | "image"
+    kind: str  # "table" | "image" | "corpus"
     frame: pd.DataFrame | None  # table: every column, target included
     images: np.ndarray | None  # image: (N, C, H, W) as stored (uint8 or float)
     labels: np.ndarray | None  # image: (N,) labels, any dtype; None if absent
     target: str | None  # table: target column name; image: "label"
     source: str  # what the user wrote, e.g. "builtin:digits" or the path
     fingerprint: str  # sha256 hex of the underlying bytes / array contents (first 16 chars)
+    texts: list[str] | None = None  # corpus: its units (lines of one file, or documents of a folder)
+    text_unit: str | None = None  # corpus: "line" | "document"
 
     @property
     def n_rows(self) -> int:
         if self.kind == "table":
             assert self.frame is not None
             return len(self.frame)
+        if self.kind == "corpus":
+            assert self.texts is not None
+            return len(self.texts)
         assert self.images is not None
         return int(self.images.shape[0])
 
@@ -103,6 +110,8 @@ def load_source(source: str, target: str | None = None, labels: str | None = Non
             "path (relative paths are read from the current folder) or use a built-in set such as "
             "'builtin:iris'."
         )
+    if _is_corpus(path):
+        return _load_corpus(path, source, target, labels)
     if path.is_dir():
         if labels is not None:
             raise DataError(
@@ -164,7 +173,29 @@ def _file_format(path: Path) -> str | None:
         return "npy"
     if re.search(r"[-.]idx\d-ubyte$", inner) or inner.endswith(".idx"):
         return "idx"
+    if name.endswith(".txt"):
+        return "txt"
     return None
+
+
+def _is_corpus(path: Path) -> bool:
+    """A .txt file, or a folder with .txt files and no IDX files."""
+    if path.is_file():
+        return _file_format(path) == "txt"
+    has_idx = any(_file_format(p) == "idx" for p in path.iterdir() if p.is_file())
+    return not has_idx and any(path.rglob("*.txt"))
+
+
+def _load_corpus(path: Path, source: str, target: str | None, labels: str | None) -> RawData:
+    from damoxing.data.text import read_corpus
+
+    if target is not None or labels is not None:
+        raise DataError(
+            f"'{source}' is a plain-text corpus for language modelling; it has no target or labels. "
+            "Remove data.target / data.labels (to classify texts, use a CSV/Parquet table with a text column and a label column)."
+        )
+    units, unit, files = read_corpus(path, source)
+    return RawData("corpus", None, None, None, None, source, _hash_files(*files), texts=units, text_unit=unit)
 
 
 def _hash_files(*paths: Path) -> str:

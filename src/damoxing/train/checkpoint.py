@@ -12,6 +12,7 @@ the final artefacts. The file holds
                               augmentation generator of every process, the shuffling generator
     data/order                the current epoch's permutation (a checkpoint taken mid-epoch)
     loop/window               losses of the current log interval not yet read
+    loop/epoch_sums           the current epoch's loss sums so far
 
 and, in the safetensors metadata under "damoxing", JSON: the resolved config, the data fingerprint,
 the number of processes, epoch, batch within the epoch, step, history, best score and epoch,
@@ -225,18 +226,20 @@ class Checkpointer:
 # The loop's state <-> a checkpoint
 
 
-def capture_state(train_module, optimizer, generator: torch.Generator, batches, device: torch.device, ctx,
+def capture_state(train_module, optimizers: list, generator: torch.Generator, batches, device: torch.device, ctx,
                   loop: dict[str, Any], best_state: Optional[dict[str, torch.Tensor]], order: Optional[torch.Tensor],
-                  window: list[torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+                  window: list[torch.Tensor], epoch_sums: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Everything needed to continue bit for bit: (tensors, JSON state). Collective with several
-    processes (every process must call it; RNG states are gathered to all of them)."""
+    processes (every process must call it; RNG states are gathered to all of them).
+
+    `optimizers`: one, or several over disjoint parameters (a model that runs its own update)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
     from damoxing.train import distributed as dist
 
     sharded = dist.is_sharded(train_module)
     # Keys are parameter names (no DDP "module." prefix); a sharded model is gathered whole.
-    model_state, optim_state = get_state_dict(train_module, optimizer, options=StateDictOptions(full_state_dict=sharded, cpu_offload=sharded))
+    model_state, optim_state = get_state_dict(train_module, optimizers, options=StateDictOptions(full_state_dict=sharded, cpu_offload=sharded))
     tensors = {f"model/{k}": v for k, v in model_state.items()}
     optim_tensors, optim_json = optimizer_to_flat(optim_state)
     tensors.update(optim_tensors)
@@ -252,23 +255,26 @@ def capture_state(train_module, optimizer, generator: torch.Generator, batches, 
     if order is not None:
         tensors["data/order"] = order
     if window:
-        tensors["loop/window"] = torch.stack(window)
+        tensors["loop/window"] = torch.stack(window)  # (W, P)
+    tensors["loop/epoch_sums"] = epoch_sums  # (P,) float64: this epoch's size-weighted loss sums so far
     return tensors, {"world": ctx.world, "loop": loop, "optimizer": optim_json}
 
 
-def restore_state(checkpoint: Checkpoint, train_module, optimizer, generator: torch.Generator, batches,
+def restore_state(checkpoint: Checkpoint, train_module, optimizers: list, generator: torch.Generator, batches,
                   device: torch.device, ctx):
-    """Load a checkpoint into the live model, optimizer and generators.
+    """Load a checkpoint into the live model, optimizers and generators.
 
-    Returns (loop state dict, best weights or None, the epoch's order or None, unread window losses)."""
+    Returns (loop state dict, best weights or None, the epoch's order or None, unread window losses,
+    the epoch's loss sums so far)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
     from damoxing.train import distributed as dist
 
     sharded = dist.is_sharded(train_module)
-    optim_state = optimizer_from_flat(checkpoint.group("optimizer"), checkpoint.meta["optimizer"], optimizer.param_groups)
+    groups = [group for optimizer in optimizers for group in optimizer.param_groups]
+    optim_state = optimizer_from_flat(checkpoint.group("optimizer"), checkpoint.meta["optimizer"], groups)
     try:
-        set_state_dict(train_module, optimizer, model_state_dict=checkpoint.group("model"), optim_state_dict=optim_state,
+        set_state_dict(train_module, optimizers, model_state_dict=checkpoint.group("model"), optim_state_dict=optim_state,
                        options=StateDictOptions(full_state_dict=sharded))
     except (RuntimeError, KeyError, ValueError) as e:
         raise CheckpointError(
@@ -285,7 +291,7 @@ def restore_state(checkpoint: Checkpoint, train_module, optimizer, generator: to
     best = checkpoint.group("best") or None
     order = tensors["data/order"].to(batches.order_device) if "data/order" in tensors else None
     window = list(tensors["loop/window"].to(device).unbind()) if "loop/window" in tensors else []
-    return checkpoint.meta["loop"], best, order, window
+    return checkpoint.meta["loop"], best, order, window, tensors["loop/epoch_sums"].clone()
 
 
 def resume_paths(run: str | Path) -> tuple[Path, Path]:

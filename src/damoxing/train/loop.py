@@ -7,6 +7,19 @@ kept as device tensors and read once per `log_every` steps, which is also where 
 caught and named by its exact step. With several processes (torchrun) the model is wrapped in DDP
 or FSDP (train/distributed.py) and each process takes its shard of the same permutation; with
 `checkpoints` the loop writes resumable checkpoints and can continue from one (train/checkpoint.py).
+
+One extension point, for a model that owns its update (a GAN's two players, each with its own
+optimizer): if the model defines
+
+    configure_optimizers(config: TrainConfig) -> dict[str, torch.optim.Optimizer]
+    train_step(x, optimizers, autocast) -> dict[str, torch.Tensor]   # {"loss": ..., other parts}
+
+the loop builds the optimizers with the first, and for each batch calls the second instead of its
+own forward/backward/step. The loop still shuffles and batches, sets every optimizer's learning
+rate from the schedule before the step, counts steps, catches NaN/inf, and keeps the returned
+device scalars until the log interval (no host sync per step). "loss" becomes `train_loss` in the
+history and every other part `train_<name>` (e.g. train_d_loss, train_g_loss); validation is
+still the task's.
 """
 
 from __future__ import annotations
@@ -145,8 +158,8 @@ def fit(
         model.to(memory_format=torch.channels_last)
     data_path, why = choose_path(config, train.nbytes + (val.nbytes if val is not None else 0), device)
     batches = make_batches(train.x, train.y, data_path, config, device, ctx.rank, ctx.world, channels_last)
-    if val is not None and len(val):
-        val = val.to(device) if data_path == "resident" else val
+    if val is not None and len(val):  # resident unless it alone is too large (tasks then move batches)
+        val = val.to(device) if data_path == "resident" or choose_path(config, val.nbytes, device)[0] == "resident" else val
     else:
         val = None
     where = f"on {device}" if data_path == "resident" else f"through a DataLoader, {batches.workers} worker process(es)"
@@ -156,8 +169,18 @@ def fit(
     dist.require_supported(strategy, config.l1, config.l2)
     train_module = dist.wrap_model(model, strategy, device, ctx)  # model itself with one process
     eval_module = train_module if strategy == "fsdp" else model  # FSDP's forward gathers shards: every process runs it
-    optimizer = build_optimizer(train_module.parameters(), config.optimizer)
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    owns_update = hasattr(model, "train_step")  # the extension point in the module docstring
+    if owns_update:
+        if config.grad_accum_steps > 1:
+            raise ConfigError(f"train.grad_accum_steps must be 1 for model '{type(model).__name__}', which runs its own update steps.")
+        if ctx.active:
+            raise ConfigError(f"Model '{type(model).__name__}' runs its own update steps, which train in one process only; drop --nproc.")
+        optimizers = model.configure_optimizers(config)
+    else:
+        optimizer = build_optimizer(train_module.parameters(), config.optimizer)
+        optimizers = {"model": optimizer}
+    param_groups = [group for opt in optimizers.values() for group in opt.param_groups]
+    base_lrs = [group["lr"] for group in param_groups]
     autocast = autocast_context(config, device)
     step_model = maybe_compile(train_module, config, device)
 
@@ -171,6 +194,12 @@ def fit(
     monitor = config.monitor if val is not None else "train_loss"
     direction = monitor_direction(monitor, config.monitor_mode)
     plateau = PlateauScale(config.schedule, direction)
+
+    def set_learning_rates(step: int) -> None:
+        factor = schedule(step, total_steps, warmup_steps, config.schedule, steps_per_epoch) * plateau.scale
+        for group, base_lr in zip(param_groups, base_lrs):
+            group["lr"] = max(base_lr * factor, config.schedule.min_lr if factor < 1 else 0.0)
+
     early = config.early_stopping
     result = FitResult(monitor=monitor, data_path=data_path, strategy=strategy)
     best_state = None
@@ -178,18 +207,21 @@ def fit(
     epochs_without_improvement = 0
     step = 0
     start_epoch, start_micro, order = 1, 0, None
-    window: list[torch.Tensor] = []  # device scalars, read once per log interval
+    part_names = ["loss"]  # what each window entry holds; a train_step model may report more parts
+    window: list[torch.Tensor] = []  # (P,) device vectors: loss first, then parts; read once per log interval
     window_sizes: list[int] = []
-    epoch_loss_sum, epoch_count = 0.0, 0
+    epoch_sums, epoch_count = torch.zeros(len(part_names), dtype=torch.float64), 0
     elapsed_before = 0.0
     if checkpoints is not None and checkpoints.resume is not None:
-        loop, best_state, order, window = restore_state(checkpoints.resume, train_module, optimizer, generator, batches, device, ctx)
+        loop, best_state, order, window, epoch_sums = restore_state(
+            checkpoints.resume, train_module, list(optimizers.values()), generator, batches, device, ctx)
         start_epoch, start_micro, step = loop["epoch"], loop["micro"], loop["step"]
         result.history, result.best_score, result.best_epoch = loop["history"], loop["best_score"], loop["best_epoch"]
         result.samples_seen, elapsed_before = loop["samples_seen"], loop["elapsed"]
-        epochs_without_improvement, epoch_loss_sum, epoch_count = loop["epochs_without_improvement"], loop["epoch_loss_sum"], loop["epoch_count"]
-        window_sizes = loop["window_sizes"]
+        epochs_without_improvement, epoch_count = loop["epochs_without_improvement"], loop["epoch_count"]
+        window_sizes, part_names = loop["window_sizes"], loop["part_names"]
         plateau.load_state_dict(loop["plateau"])
+        param_groups = [group for opt in optimizers.values() for group in opt.param_groups]  # loading replaced the dicts
         result.resumed_from = {"epoch": start_epoch, "micro": start_micro, "step": step}
     compile_pending = step_model is not train_module
 
@@ -207,10 +239,10 @@ def fit(
         loop = {"epoch": epoch, "micro": micro, "step": step, "history": result.history, "best_score": result.best_score,
                 "best_epoch": result.best_epoch, "samples_seen": result.samples_seen,
                 "elapsed": elapsed_before + time.perf_counter() - started, "epochs_without_improvement": epochs_without_improvement,
-                "epoch_loss_sum": epoch_loss_sum, "epoch_count": epoch_count, "window_sizes": window_sizes,
+                "epoch_count": epoch_count, "window_sizes": window_sizes, "part_names": part_names,
                 "plateau": plateau.state_dict()}
-        tensors, meta = capture_state(train_module, optimizer, generator, batches, device, ctx, loop, best_state,
-                                      order if micro else None, window)
+        tensors, meta = capture_state(train_module, list(optimizers.values()), generator, batches, device, ctx, loop, best_state,
+                                      order if micro else None, window, epoch_sums)
         checkpoints.save(tensors, meta)
 
     started = time.perf_counter()
@@ -225,45 +257,53 @@ def fit(
             checkpoint_pending = False
             for micro, (xb, yb) in enumerate(batches.batches(order, start_micro), start=start_micro):
                 last_micro = micro == micro_batches - 1
-                sync = last_micro or (micro + 1) % accum == 0  # the last micro-batch of an optimizer step
-                with dist.no_sync(train_module, sync):
-                    if compile_pending:  # compile errors surface at the first call: fall back to eager
-                        loss, step_model = first_step(forward_backward, step_model, train_module, optimizer, xb, yb)
-                        compile_pending = False
-                    else:
-                        loss = forward_backward(step_model, xb, yb)
-                window.append(loss.detach())
-                window_sizes.append(xb.shape[0])
-                if not sync:
-                    continue
-                factor = schedule(step, total_steps, warmup_steps, config.schedule, steps_per_epoch) * plateau.scale
-                for group, base_lr in zip(optimizer.param_groups, base_lrs):
-                    group["lr"] = max(base_lr * factor, config.schedule.min_lr if factor < 1 else 0.0)
-                if config.clip_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(train_module.parameters(), config.clip_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                if owns_update:  # the model runs its own forward/backward/step on its own optimizers
+                    set_learning_rates(step)
+                    parts = model.train_step(xb, optimizers, autocast)
+                    if step == 0:
+                        part_names = ["loss"] + [k for k in parts if k != "loss"]
+                        epoch_sums = torch.zeros(len(part_names), dtype=torch.float64)
+                    window.append(torch.stack([parts[k].detach().float() for k in part_names]))
+                    window_sizes.append(xb.shape[0])
+                else:
+                    sync = last_micro or (micro + 1) % accum == 0  # the last micro-batch of an optimizer step
+                    with dist.no_sync(train_module, sync):
+                        if compile_pending:  # compile errors surface at the first call: fall back to eager
+                            loss, step_model = first_step(forward_backward, step_model, train_module, optimizer, xb, yb)
+                            compile_pending = False
+                        else:
+                            loss = forward_backward(step_model, xb, yb)
+                    window.append(loss.detach().float().reshape(1))
+                    window_sizes.append(xb.shape[0])
+                    if not sync:
+                        continue
+                    set_learning_rates(step)
+                    if config.clip_grad_norm:
+                        torch.nn.utils.clip_grad_norm_(train_module.parameters(), config.clip_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
                 step += 1
                 result.samples_seen += (sum(window_sizes[-accum:]) if accum > 1 else xb.shape[0]) * ctx.world
                 if step % config.log_every == 0 or last_micro:
-                    losses = torch.stack(window).float()
-                    sizes = torch.tensor(window_sizes, dtype=torch.float32, device=losses.device)
-                    weighted = losses * sizes
-                    if ctx.active:  # every process's batches: sums over processes, then the same numbers everywhere
-                        packed = dist.all_reduce_sum(torch.cat([weighted, sizes]))
-                        weighted, sizes = packed[: len(window)], packed[len(window) :]
-                    weighted, sizes = weighted.cpu(), sizes.cpu()  # the one host sync of this interval
-                    bad = ~torch.isfinite(weighted)
+                    losses = torch.stack(window)  # (W, P)
+                    if ctx.active:  # each micro-batch's mean over every process's rows: the same numbers everywhere
+                        sizes = torch.tensor(window_sizes, dtype=losses.dtype, device=losses.device)[:, None]
+                        packed = dist.all_reduce_sum(torch.cat([losses * sizes, sizes], dim=1))
+                        losses = packed[:, :-1] / packed[:, -1:]
+                    losses = losses.cpu().double()  # the one host sync of this interval
+                    bad = ~torch.isfinite(losses).all(dim=1)
                     if bad.any():
                         first = int(bad.nonzero()[0, 0])
                         bad_step = step - math.ceil(len(window) / accum) + first // accum + 1
-                        raise _Diverged(epoch, bad_step, float(weighted[first] / sizes[first]))
-                    epoch_loss_sum += float(weighted.sum())
+                        value = losses[first][~torch.isfinite(losses[first])][0]
+                        raise _Diverged(epoch, bad_step, float(value))
+                    sizes = torch.tensor(window_sizes, dtype=torch.float64)
+                    epoch_sums += (losses * sizes[:, None]).sum(0)
                     epoch_count += int(sizes.sum())
                     window.clear()
                     window_sizes.clear()
                     if bar is not None:
-                        progress.update(bar, completed=step, description=f"epoch {epoch}/{config.epochs} loss {epoch_loss_sum / epoch_count:.4f}")
+                        progress.update(bar, completed=step, description=f"epoch {epoch}/{config.epochs} loss {float(epoch_sums[0]) / epoch_count:.4f}")
                 if checkpoints is not None and checkpoints.due_after_step(step):
                     if last_micro:
                         checkpoint_pending = True  # written after this epoch's bookkeeping, below
@@ -271,8 +311,10 @@ def fit(
                         save_checkpoint(epoch, micro + 1)
 
             order, start_micro = None, 0
-            record = {"epoch": epoch, "train_loss": epoch_loss_sum / max(1, epoch_count), "lr": optimizer.param_groups[0]["lr"]}
-            epoch_loss_sum, epoch_count = 0.0, 0
+            means = (epoch_sums / max(1, epoch_count)).tolist()
+            record = {"epoch": epoch, "train_loss": means[0], **{f"train_{k}": v for k, v in zip(part_names[1:], means[1:])},
+                      "lr": param_groups[0]["lr"]}
+            epoch_sums, epoch_count = torch.zeros(len(part_names), dtype=torch.float64), 0
             if val is not None:
                 record.update(validate(eval_module, val, task, config, autocast, device))
             record["seconds"] = time.perf_counter() - epoch_start
@@ -282,7 +324,8 @@ def fit(
             if score is None:
                 valid = sorted(k for k in record if k.startswith("val_"))
                 raise ConfigError(f"train.monitor '{monitor}' is not computed for this task. Valid monitors: {', '.join(valid) or 'train_loss'}.")
-            plateau.update(score)
+            if config.schedule.name == "reduce_on_plateau":  # other schedules never cut the lr on a plateau
+                plateau.update(score)
             min_delta = early.min_delta if early else 0.0
             improved = result.best_score is None or (
                 score < result.best_score - min_delta if direction == "min" else score > result.best_score + min_delta
