@@ -172,7 +172,8 @@ def damoxing(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_sigkill_then_resume_ends_bitwise_equal_to_an_uninterrupted_run(tmp_path):
     """A real process, killed with SIGKILL mid-epoch right after a checkpoint, resumed from the CLI."""
-    cfg = mlp_config(tmp_path, epochs=5)
+    cfg = mlp_config(tmp_path, epochs=5, optimizer={"name": "adamw", "lr": 0.01, "weight_decay": 0.05},
+                     schedule={"name": "cosine", "warmup_epochs": 1})
     reference = damoxing("train", cfg, "--out", "reference", "--quiet", cwd=tmp_path)
     assert reference.returncode == 0, reference.stderr
     kill_after_first_checkpoint(["train", str(cfg), "--out", "run", "--quiet", "--set", "train.checkpoint_every=15 steps"],

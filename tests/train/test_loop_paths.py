@@ -121,3 +121,28 @@ def test_resume_from_a_checkpoint_is_bitwise_exact(tmp_path, every):
     strip = lambda history: [{k: v for k, v in h.items() if k != "seconds"} for h in history]  # noqa: E731
     assert strip(result.history) == strip(full_result.history)
     assert result.steps == full_result.steps and result.samples_seen == full_result.samples_seen
+
+
+def test_cuda_settings_logic_without_a_gpu():
+    """TF32 and channels_last are decided for CUDA; the decisions are plain logic, checked here on CPU."""
+    from damoxing.train.loop import configure_cuda, use_channels_last
+
+    cuda = torch.device("cuda")
+    matmul, conv = torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
+    try:
+        torch.backends.cuda.matmul.fp32_precision = "none"
+        configure_cuda(TrainConfig(tf32=False), cuda)
+        configure_cuda(TrainConfig(), CPU)
+        assert torch.backends.cuda.matmul.fp32_precision == "none"
+        configure_cuda(TrainConfig(), cuda)
+        assert torch.backends.cuda.matmul.fp32_precision == "tf32" and torch.backends.cudnn.conv.fp32_precision == "tf32"
+    finally:
+        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = matmul, conv
+
+    image_schema = DataSchema(kind="image", task="classification", input_shape=(1, 8, 8), n_outputs=2)
+    cnn = create_model(CNNConfig(conv_channels=[4], dense=[8]), image_schema)
+    mlp = create_model(MLPConfig(hidden=[8]), image_schema)
+    x = torch.zeros(2, 1, 8, 8)
+    assert use_channels_last(cnn, x, TrainConfig(), cuda) and not use_channels_last(cnn, x, TrainConfig(), CPU)
+    assert not use_channels_last(mlp, x, TrainConfig(), cuda) and not use_channels_last(cnn, x, TrainConfig(channels_last="off"), cuda)
+    assert use_channels_last(cnn, x, TrainConfig(channels_last="on"), CPU)

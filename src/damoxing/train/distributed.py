@@ -125,10 +125,12 @@ def wrap_model(model: nn.Module, strategy: str, device: torch.device, ctx: Distr
 
     sharded = copy.deepcopy(model)
     mesh = init_device_mesh(device.type, (ctx.world,))
-    # Shard unit by unit (a model may name its blocks in `fsdp_units`, e.g. transformer layers), so
-    # only one unit's full parameters exist at a time; the root takes what is left.
-    units = getattr(sharded, "fsdp_units", None)
-    units = list(units()) if callable(units) else [m for m in sharded.children() if any(True for _ in m.parameters())]
+    # Shard block by block (the elements of every ModuleList, e.g. transformer layers; a model may
+    # name its own units with `fsdp_units()`), so only one block's full parameters exist at a time.
+    # The root takes the rest: parameters used outside their module's forward (tied embeddings)
+    # must stay there.
+    units = sharded.fsdp_units() if hasattr(sharded, "fsdp_units") else [
+        block for module in sharded.modules() if isinstance(module, nn.ModuleList) for block in module]
     for unit in units:
         fully_shard(unit, mesh=mesh)
     fully_shard(sharded, mesh=mesh)

@@ -273,7 +273,7 @@ def fit(
                             compile_pending = False
                         else:
                             loss = forward_backward(step_model, xb, yb)
-                    window.append(loss.detach().float().reshape(1))
+                    window.append(loss.detach())  # a scalar; the flush makes it a (1,) row
                     window_sizes.append(xb.shape[0])
                     if not sync:
                         continue
@@ -285,7 +285,7 @@ def fit(
                 step += 1
                 result.samples_seen += (sum(window_sizes[-accum:]) if accum > 1 else xb.shape[0]) * ctx.world
                 if step % config.log_every == 0 or last_micro:
-                    losses = torch.stack(window)  # (W, P)
+                    losses = torch.stack(window).reshape(len(window), -1).float()  # (W, P)
                     if ctx.active:  # each micro-batch's mean over every process's rows: the same numbers everywhere
                         sizes = torch.tensor(window_sizes, dtype=losses.dtype, device=losses.device)[:, None]
                         packed = dist.all_reduce_sum(torch.cat([losses * sizes, sizes], dim=1))
@@ -389,7 +389,12 @@ def validate(model, val: Split, task, config: TrainConfig, autocast, device: tor
 
 def configure_cuda(config: TrainConfig, device: torch.device) -> None:
     """TF32 for float32 matmuls and convolutions on CUDA (train.tf32); nothing elsewhere."""
-    if device.type == "cuda" and config.tf32:
+    if device.type != "cuda" or not config.tf32:
+        return
+    try:  # torch >= 2.9: per-backend precision (the allow_tf32 flags warn there)
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        torch.backends.cudnn.conv.fp32_precision = "tf32"
+    except AttributeError:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
