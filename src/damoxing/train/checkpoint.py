@@ -228,7 +228,7 @@ class Checkpointer:
 
 def capture_state(train_module, optimizers: list, generator: torch.Generator, batches, device: torch.device, ctx,
                   loop: dict[str, Any], best_state: Optional[dict[str, torch.Tensor]], order: Optional[torch.Tensor],
-                  window: list[torch.Tensor], epoch_sums: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+                  window: list[torch.Tensor], epoch_sums) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Everything needed to continue bit for bit: (tensors, JSON state). Collective with several
     processes (every process must call it; RNG states are gathered to all of them).
 
@@ -256,7 +256,7 @@ def capture_state(train_module, optimizers: list, generator: torch.Generator, ba
         tensors["data/order"] = order
     if window:
         tensors["loop/window"] = torch.stack(window)  # (W, P)
-    tensors["loop/epoch_sums"] = epoch_sums  # (P,) float64: this epoch's size-weighted loss sums so far
+    tensors["loop/epoch_sums"] = torch.from_numpy(epoch_sums.copy())  # (P,) float64: this epoch's loss sums so far
     return tensors, {"world": ctx.world, "loop": loop, "optimizer": optim_json}
 
 
@@ -291,7 +291,7 @@ def restore_state(checkpoint: Checkpoint, train_module, optimizers: list, genera
     best = checkpoint.group("best") or None
     order = tensors["data/order"].to(batches.order_device) if "data/order" in tensors else None
     window = list(tensors["loop/window"].to(device).unbind()) if "loop/window" in tensors else []
-    return checkpoint.meta["loop"], best, order, window, tensors["loop/epoch_sums"].clone()
+    return checkpoint.meta["loop"], best, order, window, tensors["loop/epoch_sums"].numpy().copy()
 
 
 def resume_paths(run: str | Path) -> tuple[Path, Path]:

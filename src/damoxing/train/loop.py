@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 
 from damoxing.config import TrainConfig
@@ -210,7 +211,7 @@ def fit(
     part_names = ["loss"]  # what each window entry holds; a train_step model may report more parts
     window: list[torch.Tensor] = []  # (P,) device vectors: loss first, then parts; read once per log interval
     window_sizes: list[int] = []
-    epoch_sums, epoch_count = torch.zeros(len(part_names), dtype=torch.float64), 0
+    epoch_sums, epoch_count = np.zeros(len(part_names)), 0  # size-weighted loss sums (float64) and rows, this epoch
     elapsed_before = 0.0
     if checkpoints is not None and checkpoints.resume is not None:
         loop, best_state, order, window, epoch_sums = restore_state(
@@ -262,7 +263,7 @@ def fit(
                     parts = model.train_step(xb, optimizers, autocast)
                     if step == 0:
                         part_names = ["loss"] + [k for k in parts if k != "loss"]
-                        epoch_sums = torch.zeros(len(part_names), dtype=torch.float64)
+                        epoch_sums = np.zeros(len(part_names))
                     window.append(torch.stack([parts[k].detach().float() for k in part_names]))
                     window_sizes.append(xb.shape[0])
                 else:
@@ -290,14 +291,15 @@ def fit(
                         sizes = torch.tensor(window_sizes, dtype=losses.dtype, device=losses.device)[:, None]
                         packed = dist.all_reduce_sum(torch.cat([losses * sizes, sizes], dim=1))
                         losses = packed[:, :-1] / packed[:, -1:]
-                    losses = losses.cpu().double()  # the one host sync of this interval
-                    bad = ~torch.isfinite(losses).all(dim=1)
+                    # the one host sync of this interval; numpy from here: a few small arrays, no per-op dispatch
+                    losses = losses.cpu().double().numpy()
+                    bad = ~np.isfinite(losses).all(axis=1)
                     if bad.any():
-                        first = int(bad.nonzero()[0, 0])
+                        first = int(bad.nonzero()[0][0])
                         bad_step = step - math.ceil(len(window) / accum) + first // accum + 1
-                        value = losses[first][~torch.isfinite(losses[first])][0]
+                        value = losses[first][~np.isfinite(losses[first])][0]
                         raise _Diverged(epoch, bad_step, float(value))
-                    sizes = torch.tensor(window_sizes, dtype=torch.float64)
+                    sizes = np.asarray(window_sizes, dtype=np.float64)
                     epoch_sums += (losses * sizes[:, None]).sum(0)
                     epoch_count += int(sizes.sum())
                     window.clear()
@@ -314,7 +316,7 @@ def fit(
             means = (epoch_sums / max(1, epoch_count)).tolist()
             record = {"epoch": epoch, "train_loss": means[0], **{f"train_{k}": v for k, v in zip(part_names[1:], means[1:])},
                       "lr": param_groups[0]["lr"]}
-            epoch_sums, epoch_count = torch.zeros(len(part_names), dtype=torch.float64), 0
+            epoch_sums, epoch_count = np.zeros(len(part_names)), 0
             if val is not None:
                 record.update(validate(eval_module, val, task, config, autocast, device))
             record["seconds"] = time.perf_counter() - epoch_start
