@@ -53,6 +53,8 @@ def train(
 
     if config is None and resume is None:
         raise UserError("train needs a CONFIG file (see `damoxing init`), or --resume RUN to continue an interrupted run.")
+    if resume is not None and out is not None:
+        raise UserError("--out does not go with --resume: a resumed run finishes in its own folder (the RUN you passed).")
     under_torchrun = "WORLD_SIZE" in os.environ
     if nproc > 1 and not under_torchrun:
         from damoxing.train.distributed import launch

@@ -122,6 +122,8 @@ def test_resume_refuses_complete_runs_missing_checkpoints_and_other_configs(cli,
     assert result.code == 2 and "no checkpoint to resume" in result.err and "checkpoint_every" in result.err
     result = cli("train")
     assert result.code == 2 and "--resume" in result.err
+    result = cli("train", "--resume", tmp_path / "never", "--out", tmp_path / "elsewhere")
+    assert result.code == 2 and "--out does not go with --resume" in result.err
 
     # a partial run with a checkpoint: resuming with a changed config is refused
     partial = tmp_path / ".half.partial"

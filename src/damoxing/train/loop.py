@@ -209,7 +209,7 @@ def fit(
     step = 0
     start_epoch, start_micro, order = 1, 0, None
     part_names = ["loss"]  # what each window entry holds; a train_step model may report more parts
-    window: list[torch.Tensor] = []  # (P,) device vectors: loss first, then parts; read once per log interval
+    window: list[torch.Tensor] = []  # device loss scalars (train_step: (P,) loss first, then parts); read once per log interval
     window_sizes: list[int] = []
     epoch_sums, epoch_count = np.zeros(len(part_names)), 0  # size-weighted loss sums (float64) and rows, this epoch
     elapsed_before = 0.0
