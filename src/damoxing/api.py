@@ -59,7 +59,7 @@ def train(config: str | Path | dict, *, out: str | Path | None = None, quiet: bo
 
     from damoxing.config import dump_config, load_config
     from damoxing.data.pipeline import prepare_data
-    from damoxing.models import count_parameters, create_model, resolve_size
+    from damoxing.models import MODELS, count_parameters, create_model, resolve_size
     from damoxing.run_folder import RunWriter, new_run_path
     from damoxing.tasks import TASKS
     from damoxing.train.loop import Split, fit, pick_device
@@ -74,6 +74,10 @@ def train(config: str | Path | dict, *, out: str | Path | None = None, quiet: bo
         from damoxing.models.init_from import inherit_options, source_run
 
         cfg = cfg.model_copy(update={"model": inherit_options(cfg.model, source_run(cfg.model.init_from, base_dir))})
+
+    family = MODELS.get(cfg.model.type)
+    if hasattr(family, "resolve_config"):  # e.g. pretrained: find the checkpoint, record its hash and position limit
+        cfg = family.resolve_config(cfg, base_dir)
 
     data = prepare_data(cfg, base_dir)
     cfg = cfg.model_copy(update={"task": data.task, "model": resolve_size(cfg.model)})
@@ -126,6 +130,8 @@ def train(config: str | Path | dict, *, out: str | Path | None = None, quiet: bo
                                        "eval_seconds": eval_seconds, "total_seconds": time.perf_counter() - started})
     if init_report is not None:
         manifest["model"]["init_from"] = init_report
+    if hasattr(model, "run_info"):  # e.g. pretrained: the base checkpoint and its hash, what was saved
+        manifest["model"].update(model.run_info())
     writer.write_json("manifest.json", manifest)
     path = writer.commit()
     note(headline(metrics, data.task, path))

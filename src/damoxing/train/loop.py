@@ -123,7 +123,9 @@ def fit(
     generator = torch.Generator(device=device).manual_seed(config.seed)
     model.to(device)
     train, val = train.to(device), (val.to(device) if val is not None and len(val) else None)
-    optimizer = build_optimizer(model.parameters(), config.optimizer)
+    # a model may group its parameters (pretrained: a head lr, layer-wise lr decay); the schedule scales every group alike
+    params = model.param_groups(config.optimizer) if hasattr(model, "param_groups") else model.parameters()
+    optimizer = build_optimizer(params, config.optimizer)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     autocast = autocast_context(config, device)
     step_model = maybe_compile(model, config, device)
