@@ -150,6 +150,31 @@ def generate(
 
 
 @app.command()
+def embed(
+    source: str = typer.Argument(..., help="A run folder of a pretrained model, a checkpoint folder, or a short name (minilm)."),
+    input: Path = typer.Argument(..., help="A .txt file (one text per line) or a CSV/Parquet table with a text column."),
+    out: Path = typer.Option(..., "--out", help="Write the embeddings to this .npy (N x D array) or .parquet (text, embedding)."),
+    column: Optional[str] = typer.Option(None, "--column", help="CSV/Parquet: the text column (default: the only text column)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Texts per forward pass."),
+) -> None:
+    """Sentence embeddings (mean-pooled, L2-normalized) of every text, from a pretrained model."""
+    from damoxing.console import note
+    from damoxing.embed import embed as embed_texts
+    from damoxing.embed import read_texts, write_embeddings
+    from damoxing.errors import UserError
+
+    if out.suffix.lower() not in (".npy", ".parquet"):
+        raise UserError(f"--out '{out}' must end in .npy or .parquet.")
+    if batch_size < 1:
+        raise UserError(f"--batch-size is {batch_size}; it must be 1 or more.")
+    texts = read_texts(input, column)
+    vectors = embed_texts(source, texts, batch_size=batch_size)
+    write_embeddings(out, texts, vectors)
+    note(f"embedded {len(texts)} texts into {vectors.shape[1]} dimensions")
+    typer.echo(str(out))
+
+
+@app.command()
 def init(
     template: str = typer.Argument("digits-cnn", help="Starter to write; `damoxing init --list` shows them."),
     out: Optional[Path] = typer.Option(None, "--out", help="File to write (default <template>.yaml)."),
