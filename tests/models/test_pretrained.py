@@ -168,6 +168,18 @@ def test_param_groups_give_the_head_its_lr_and_decay_layers_downwards(folder):
     assert sum(len(g["params"]) for g in groups) == len(named)
 
 
+def test_bf16_autocast_trains_a_checkpoint(folder, tmp_path):
+    """train.precision bf16 (the default on CUDA) runs the transformers model under autocast; here on CPU."""
+    import math
+
+    from damoxing.api import train
+
+    config = classifier_config(folder, "lora")
+    config["train"] |= {"precision": "bf16", "epochs": 1}
+    run = train(config, out=tmp_path / "run", quiet=True)
+    assert math.isfinite(run.history[0]["train_loss"]) and math.isfinite(run.metrics["test"]["log_loss"])
+
+
 def test_gradient_checkpointing_gives_the_same_gradients(folder):
     from damoxing.data.schema import DataSchema
     from damoxing.models import create_model
@@ -184,6 +196,33 @@ def test_gradient_checkpointing_gives_the_same_gradients(folder):
         grads.append(model.backbone.embeddings.word_embeddings.weight.grad)
     assert any(getattr(m, "gradient_checkpointing", False) for m in model.backbone.modules())
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_a_wrapper_saves_only_the_fine_tuned_state(folder):
+    """state_dict as a submodule (torch.compile / DDP style wrappers) also holds only what fine-tuning changed."""
+    from damoxing.data.schema import DataSchema
+    from damoxing.models import create_model
+    from damoxing.models.pretrained import PretrainedModelConfig
+
+    schema = DataSchema(kind="text", task="classification", input_shape=(12,), n_outputs=2, vocab_size=100, pad_id=0)
+    model = create_model(PretrainedModelConfig(path=str(folder / "bert"), finetune="lora"), schema)
+    wrapped = torch.nn.Sequential(model).state_dict()
+    assert sorted(wrapped) == sorted(f"0.{k}" for k in model.state_dict()) and len(wrapped) == 2 * 2 * 2 + 2
+
+
+def test_an_encoder_decoder_checkpoint_is_refused(here):
+    from damoxing.data.schema import DataSchema
+    from damoxing.errors import ConfigError
+    from damoxing.models import create_model
+    from damoxing.models.checkpoint import transformers_module
+    from damoxing.models.pretrained import PretrainedModelConfig
+
+    transformers = transformers_module()
+    config = transformers.T5Config(vocab_size=64, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
+    transformers.T5Model(config).save_pretrained(str(here / "t5"))
+    schema = DataSchema(kind="text", task="classification", input_shape=(12,), n_outputs=2, vocab_size=64, pad_id=0)
+    with pytest.raises(ConfigError, match="encoder-decoder"):
+        create_model(PretrainedModelConfig(path=str(here / "t5")), schema)
 
 
 # -- bad input: one paragraph, exit code 2, no traceback ----------------------------------------------

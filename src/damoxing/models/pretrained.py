@@ -48,7 +48,7 @@ class PretrainedModelConfig(ModelConfigBase):
     head_dropout: float = Field(0.1, ge=0, lt=1, description="dropout before the new classification/regression head")
     head_lr: Optional[float] = Field(None, gt=0, description="learning rate of the new head; default train.optimizer.lr")
     layer_lr_decay: float = Field(1.0, gt=0, le=1, description="each layer trains at this times the lr of the layer above it (embeddings lowest); 1: one lr")
-    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory, about a third more time")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory, ~30% more time per step")
     lora: LoraOptions = LoraOptions()
     context_length: Optional[int] = Field(None, ge=2, description="the most tokens per text or block; default: the checkpoint's position limit")
     base_sha256: Optional[str] = Field(None, description="content hash of the checkpoint (config.json and weights), recorded at training; a different base is refused")
@@ -73,14 +73,21 @@ class PretrainedModel(nn.Module):
         hf = backbone.config
         self.vocab_size = int(hf.vocab_size)
         self.context_length = int(config.context_length or ckpt.max_positions(hf.to_dict()) or 512)
-        self.hidden_size = int(getattr(hf, "hidden_size", None) or getattr(hf, "n_embd", None) or hf.d_model)
+        width = getattr(hf, "hidden_size", None) or getattr(hf, "n_embd", None) or getattr(hf, "d_model", None)
+        if not width:
+            raise ConfigError(f"The '{model_type}' checkpoint's config.json gives no hidden size (hidden_size, n_embd or d_model), so no head can be put on it.")
+        self.hidden_size = int(width)
         self.head = None
         if n_outputs is not None and not is_language_model:
             self.head = nn.Sequential(nn.Dropout(config.head_dropout), nn.Linear(self.hidden_size, n_outputs))
-        if config.gradient_checkpointing and config.finetune != "frozen":
-            enable = getattr(backbone, "activation_checkpointing_enable", None) or backbone.gradient_checkpointing_enable
-            kwarg = "activation_checkpointing_kwargs" if hasattr(backbone, "activation_checkpointing_enable") else "gradient_checkpointing_kwargs"
-            enable(**{kwarg: {"use_reentrant": False}})  # non-reentrant: works when the inputs need no gradient (frozen embeddings, LoRA)
+        if config.gradient_checkpointing and config.finetune != "frozen":  # a frozen body keeps no activations anyway
+            if not getattr(backbone, "supports_gradient_checkpointing", False):
+                raise ConfigError(f"model.gradient_checkpointing: transformers has no gradient checkpointing for '{model_type}' models. Set it to false.")
+            # non-reentrant checkpointing works when the inputs need no gradient (frozen embeddings, LoRA)
+            if hasattr(backbone, "activation_checkpointing_enable"):  # the name in recent transformers
+                backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if config.finetune == "frozen":
             backbone.requires_grad_(False)
         elif config.finetune == "lora":
@@ -113,6 +120,9 @@ class PretrainedModel(nn.Module):
         if config.base_sha256 is not None:  # a saved run: its tensors fit this exact base only
             _check_hash(config, folder)
         lm = schema.task == "language_modeling"
+        if hf.get("is_encoder_decoder"):
+            raise ConfigError(f"The checkpoint '{folder}' is an encoder-decoder ('{hf['model_type']}'); model.type 'pretrained' takes encoders "
+                              "(BERT family) for classification and regression, and decoders (GPT-2 format) for language modelling.")
         if lm and config.finetune == "frozen":
             raise ConfigError("model.finetune 'frozen' trains only a new head on top of the checkpoint, and a language model has none. "
                               "Fine-tune a language model with finetune: lora (small) or full.")
@@ -181,23 +191,27 @@ class PretrainedModel(nn.Module):
 
     # -- what is saved: only what fine-tuning changed --------------------------------------------
 
-    def state_dict(self, *args, **kwargs):
+    def state_dict(self, *, destination=None, prefix: str = "", keep_vars: bool = False):
         """The fine-tuned state: every weight (full), or only the trainable ones (frozen: head; lora: adapters + head).
 
-        Tensors shared by two names (GPT-2's tied input and output embeddings) are kept once."""
-        state = super().state_dict(*args, **kwargs)
-        prefix = kwargs.get("prefix", "")
+        Tensors shared by two names (GPT-2's tied input and output embeddings) are kept once. As a
+        submodule (a wrapper's state_dict fills `destination`), only this state goes in either."""
+        state = super().state_dict(prefix=prefix, keep_vars=keep_vars)
+        keep = type(state)()
         if self.config.finetune != "full":
             trained = {prefix + name for name, p in self.named_parameters() if p.requires_grad}
-            return type(state)((k, v) for k, v in state.items() if k in trained)
-        seen: set[int] = set()
-        unique = type(state)()
-        for name, tensor in state.items():
-            if tensor.data_ptr() in seen and tensor.numel():
-                continue
-            seen.add(tensor.data_ptr())
-            unique[name] = tensor
-        return unique
+            keep.update((k, v) for k, v in state.items() if k in trained)
+        else:
+            seen: set[int] = set()
+            for name, tensor in state.items():
+                if tensor.numel() and tensor.data_ptr() in seen:
+                    continue
+                seen.add(tensor.data_ptr())
+                keep[name] = tensor
+        if destination is None:
+            return keep
+        destination.update(keep)
+        return destination
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Load a fine-tuned state onto the base weights; strict: exactly the tensors `state_dict()` names."""
@@ -283,8 +297,9 @@ def _check_hash(config: PretrainedModelConfig, folder: Path) -> str:
     digest = ckpt.checkpoint_sha256(folder)
     if config.base_sha256 is not None and config.base_sha256 != digest:
         saved = {"full": "every weight", "frozen": "only the head", "lora": "only the LoRA adapters and the head"}[config.finetune]
+        named = f" (model.path '{config.path}')" if config.path != str(folder) else ""
         raise RunFolderError(
-            f"The checkpoint at '{folder}' (model.path '{config.path}') is not the one this run was trained on: its content hash is now "
+            f"The checkpoint at '{folder}'{named} is not the one this run was trained on: its content hash is now "
             f"{digest[:16]}..., the run recorded {config.base_sha256[:16]}.... The run saved {saved}, which fit the original base weights only. "
             "Put the original checkpoint back at that path, or train again on the new one.")
     return digest
