@@ -44,6 +44,7 @@ def load_encoder(source: str | Path, device: str = "auto"):
     from damoxing.models import checkpoint as ckpt
     from damoxing.models.pretrained import PretrainedModel
 
+    ckpt.transformers_module()  # offline before the tokenizer may import transformers
     folder = ckpt.find_checkpoint(str(source))
     ckpt.read_checkpoint(folder)  # a clear error for a folder that is not a checkpoint or has no tokenizer
     codec = TextCodec.from_pretrained(folder)

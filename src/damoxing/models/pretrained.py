@@ -99,6 +99,7 @@ class PretrainedModel(nn.Module):
     @classmethod
     def resolve_config(cls, config, base_dir: Optional[Path]):
         """At training, before the data: find the checkpoint, check it, and record its hash and position limit."""
+        ckpt.transformers_module()  # offline (HF_HUB_OFFLINE=1) before anything, the tokenizer included, imports transformers
         model = config.model
         folder = ckpt.find_checkpoint(model.path, base_dir)
         hf = ckpt.read_checkpoint(folder)
