@@ -17,6 +17,8 @@ def test_example_trains_and_beats_baseline(path, tmp_path):
 
     run = train(path, out=tmp_path / "run", quiet=True, overrides={"train.epochs": 3})
     task = run.config.task
+    if task == "generation":
+        return check_generation_example(run)
     metric = {"classification": "accuracy", "regression": "r2"}.get(task)
     if metric is None:
         pytest.skip(f"no headline check for task {task}")
@@ -34,6 +36,16 @@ def test_pretrain_then_fine_tune_examples(tmp_path):
                   overrides={"model.init_from": str(pretrained.path), "train.epochs": 4})
     assert tuned.manifest["model"]["init_from"]["new"] == ["head.bias", "head.weight"]
     assert tuned.metrics["test"]["accuracy"] > tuned.metrics["baseline"]["test"]["accuracy"] + 0.3
+def check_generation_example(run):
+    """3 epochs are too few for a generator to beat the independent-pixel baseline's frechet_distance
+    (the full examples do: see README), so check what 3 epochs must give: samples that are not one
+    collapsed image, a sample grid, and, for a model with a reconstruction loss, a negative ELBO
+    below that of reconstructing every image as the training mean."""
+    test, baseline = run.metrics["test"], run.metrics["baseline"]["test"]
+    assert test["diversity"] > 0.2, test
+    assert (run.path / "samples.png").is_file()
+    if "recon" in test:
+        assert test["loss"] < baseline["loss"]
 
 
 def test_templates_are_valid_configs():

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import sys
@@ -97,11 +98,17 @@ def train(config: str | Path | dict, *, out: str | Path | None = None, quiet: bo
          f"{data.summary['split_rows']['train']} training rows, device {device}")
 
     splits = {k: Split(torch.as_tensor(data.x[k]), None if data.y[k] is None else torch.as_tensor(data.y[k])) for k in data.x}
+    samples = None
+    if data.task == "generation" and data.schema.kind == "image":  # fixed-seed sample grids, written with the run
+        from damoxing.generate_images import SampleGrids
+
+        samples = SampleGrids(data.preprocessing, cfg.train.sample_every, cfg.train.seed)
     progress = progress_bar()
     if progress is not None:
         progress.start()
     try:
-        result = fit(model, splits["train"], splits["val"], task, cfg.train, device, progress=progress)
+        result = fit(model, splits["train"], splits["val"], task, cfg.train, device, progress=progress,
+                     on_epoch_end=(lambda record: samples.after_epoch(model, record["epoch"])) if samples else None)
     finally:
         if progress is not None:
             progress.stop()
@@ -125,6 +132,8 @@ def train(config: str | Path | dict, *, out: str | Path | None = None, quiet: bo
     writer.write_json("metrics.json", metrics)
     writer.write_jsonl("history.jsonl", result.history)
     np.savez(writer.file("splits.npz"), **{k: v.astype(np.int64) for k, v in data.indices.items()})
+    if samples is not None:
+        samples.write(model, writer.tmp)
     manifest = build_manifest(cfg, data, result, device, params, trainable,
                               timings={"load_seconds": load_seconds, "train_seconds": result.train_seconds,
                                        "eval_seconds": eval_seconds, "total_seconds": time.perf_counter() - started})
@@ -150,6 +159,8 @@ def evaluate_run(model, task, data, cfg, device) -> dict:
     autocast = autocast_context(cfg.train, device)
     if data.task == "language_modeling":
         return evaluate_language_model(model, task, data, cfg.train.eval_batch_size, autocast, device)
+    if data.task == "generation":  # no labels: the model's losses and sample quality, beside trivial generators
+        return task.evaluate(model, data.x, device, cfg.train.eval_batch_size, autocast)
     metrics: dict[str, Any] = {}
     train_targets = data.y_original["train"]
     for split in ("val", "test"):
@@ -258,6 +269,8 @@ def evaluate(run: str | Path, data: str | Path | None = None) -> dict:
     prep = predictor.preprocessing
     if predictor.task_name == "language_modeling":
         return _evaluate_language_model_run(predictor, data)
+    if predictor.task_name == "generation":
+        return _evaluate_generation(predictor, data)
     if data is None:
         prepared = prepare_data(_run_data_config(predictor))
         manifest = read_json(predictor.path / "manifest.json")
@@ -315,6 +328,25 @@ def _evaluate_language_model_run(predictor, data: str | Path | None) -> dict:
     task = predictor.task
     metrics = task.evaluate_split(predictor.model, torch.as_tensor(x), torch.as_tensor(y), n_bytes, 64, contextlib.nullcontext)
     return {"metrics": metrics, "baseline": task.unigram_baseline(prepared.y["train"], y, predictor.schema.vocab_size, n_bytes)}
+def _evaluate_generation(predictor, data: str | Path | None) -> dict:
+    """A generative run on its own test split (default) or on a file of images/rows (labels not needed)."""
+    from damoxing.data.pipeline import prepare_data
+    from damoxing.predictor import read_table_or_arrays
+    from damoxing.run_folder import read_json
+
+    prepared = prepare_data(predictor.config)
+    if prepared.fingerprint != read_json(predictor.path / "manifest.json")["data"]["fingerprint"]:
+        warn(f"the data at {prepared.source} changed since this run was trained (fingerprint differs).")
+    splits = {"train": prepared.x["train"], "test": prepared.x["test"]}
+    if data is not None:
+        inputs, _ = read_table_or_arrays(data, predictor.schema.kind, None)
+        splits["test"] = predictor.preprocessing.transform_inputs(inputs)
+    result = predictor.task.evaluate(predictor.model, splits, predictor.device, 1024, contextlib.nullcontext)
+    if "test" not in result:
+        from damoxing.errors import DataError
+
+        raise DataError("The test data has fewer than 2 rows; generative metrics compare sets of samples, so give at least 2.")
+    return {"metrics": result["test"], "baseline": result["baseline"]["test"], "reference": result["reference"]["test"]}
 
 
 def _outputs(predictor, x: np.ndarray):

@@ -123,16 +123,25 @@ def predict(
 
 @app.command()
 def generate(
-    run: Path = typer.Argument(..., help="A run folder of a generative model (a language model)."),
+    run: Path = typer.Argument(..., help="A run folder of a generative model: a language model, a vae or a gan."),
     prompt: str = typer.Option("", "--prompt", help="Language models: the text to continue (default: start a new text)."),
     max_new_tokens: int = typer.Option(100, "--max-new-tokens", help="Language models: the most tokens to add."),
     temperature: float = typer.Option(1.0, "--temperature", help="0: always the most likely token; 1: the model's distribution; higher: more random."),
     top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample only among the k most likely tokens."),
     top_p: Optional[float] = typer.Option(None, "--top-p", help="Sample only among the most likely tokens that hold this much probability (nucleus)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed: the same seed gives the same text."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed: the same seed gives the same text or images."),
+    n: int = typer.Option(64, "--n", help="vae/gan: how many images."),
+    out: Optional[Path] = typer.Option(None, "--out", help="vae/gan: FILE.png (a grid of images) or FILE.npz (arrays, key 'images')."),
+    interpolate: bool = typer.Option(False, "--interpolate", help="vae: n images along a line between two latent points."),
 ) -> None:
-    """Generate with a saved run: a language model continues --prompt, streaming the text as it is made."""
+    """Generate with a saved run: a language model continues --prompt (streaming the text as it is made);
+    a vae or gan draws --n new images into --out."""
     from damoxing.generate import generate as generate_run
+    from damoxing.generate import run_task
+
+    if run_task(run) == "generation":
+        generate_images_command(run, n=n, out=out, seed=0 if seed is None else seed, interpolate=interpolate)
+        return
 
     echoed = False  # the prompt is echoed once the run is known to generate, so an error leaves stdout empty
 
@@ -196,6 +205,13 @@ def init(
         raise UserError(f"'{target}' already exists; pass --force to overwrite it or --out to write elsewhere.")
     target.write_text(text)
     typer.echo(str(target))
+
+
+def generate_images_command(run: Path, n: int, out: Optional[Path], seed: int, interpolate: bool) -> None:
+    """The image half of `generate` (task generation: vae, gan): a PNG grid or an NPZ, then its path."""
+    from damoxing.generate_images import generate_images
+
+    typer.echo(str(generate_images(run, n=n, seed=seed, out=out, interpolate=interpolate)))
 
 
 @app.command()

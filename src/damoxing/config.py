@@ -113,6 +113,7 @@ class TrainConfig(StrictModel):
     compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile; auto: on CUDA only")
     seed: int = 0
     log_every: int = Field(50, ge=1, description="steps between reads of the running loss (no per-step host sync)")
+    sample_every: int = Field(5, ge=0, description="generation: save a fixed-seed sample grid samples_epoch_K.png every N epochs (0: only samples.png at the end)")
 
 
 class ModelConfigBase(StrictModel):

@@ -53,6 +53,10 @@ class Predictor:
         """Raw model outputs for raw inputs (DataFrame, dict of columns or array)."""
         import torch
 
+        if self.task_name == "generation":
+            raise UserError(f"'{self.path}' is a generative run (model '{self.config.model.type}'); it makes new samples rather than "
+                            "predictions. Use `damoxing generate RUN --out FILE.png` (or .npz), or `damoxing evaluate RUN`.")
+
         from damoxing.train.loop import model_outputs
 
         x = torch.as_tensor(self.preprocessing.transform_inputs(data), device=self.device)

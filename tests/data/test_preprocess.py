@@ -196,6 +196,13 @@ def test_image_preprocessor_digits_scale_and_modes():
     assert np.all(ImagePreprocessor().fit(flat).transform(flat) == 0)  # std 0 -> 1, no NaN
 
 
+@pytest.mark.parametrize("mode", ["standard", "minmax", "none"])
+def test_image_inverse_transform_gives_back_the_data_units(mode):
+    images = load_source("builtin:digits_images").images  # 0-16
+    pre = roundtrip(ImagePreprocessor(mode).fit(images[:500]))
+    np.testing.assert_allclose(pre.inverse_transform(pre.transform(images)), images, atol=1e-4)
+
+
 # ---------------------------------------------------------------------------------------- labels
 
 

@@ -300,7 +300,8 @@ def test_metric_direction():
 
 
 def test_every_scalar_metric_is_registered_with_a_working_fn():
-    assert set(SCALAR_CLS + SCALAR_REG + ["loss", "perplexity"]) == set(METRICS.names())
+    generation = ["recon", "kl", "d_loss", "g_loss", "frechet_distance"]  # computed by the generation task
+    assert set(SCALAR_CLS + SCALAR_REG + ["loss", "perplexity"] + generation) == set(METRICS.names())
     y, p = softmax_data(100, 3, seed=1)
     assert METRICS.get("f1_macro").fn(y, p) == classification_metrics(y, p)["f1_macro"]
     assert METRICS.get("mae").fn([1.0, 2.0], [2.0, 2.0]) == 0.5
@@ -319,6 +320,7 @@ def test_headline_metric():
     assert headline_metric("classification") == "accuracy"
     assert headline_metric("regression") == "r2"
     assert headline_metric("language_modeling") == "perplexity"
+    assert headline_metric("generation") == "frechet_distance"
     assert headline_metric("anything_else") == "loss"
     for task in ["classification", "regression", "language_modeling", "other"]:
         assert headline_metric(task) in METRICS

@@ -1,7 +1,9 @@
 """One contract for every registered model family (tiny preset), timm/Keras style:
 build from a tiny schema -> forward shape -> finite gradients for every trainable parameter ->
 save/load (safetensors) gives identical outputs -> a few optimizer steps reduce the loss.
-A new family gets all of this by registering and by its input kind having a tiny batch here."""
+A new family gets all of this by registering and by its input kind having a tiny batch here.
+A family that always does one task (vae, gan: generation) is checked under that task; one that
+owns its update (gan: `train_step`) is stepped by its own optimizers."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from damoxing.config import TrainConfig
 from damoxing.data.schema import DataSchema
-from damoxing.models import MODELS, create_model
+from damoxing.models import MODELS, create_model, family_task
 from damoxing.tasks import TASKS
 
 
@@ -51,11 +53,13 @@ def tiny_case(kind: str):
     pytest.skip(f"no tiny case for data kind '{kind}' yet")
 
 
-def output_shape(schema: DataSchema, x: torch.Tensor) -> tuple[int, ...]:
-    """Language models give logits at every position; the rest one row of outputs per sample."""
-    if schema.task == "language_modeling":
-        return (x.shape[0], x.shape[1], schema.n_outputs)
-    return (x.shape[0], schema.n_outputs)
+# task -> the shape of task.loss's outputs for a batch x
+OUTPUT_SHAPES = {
+    "classification": lambda x, schema: (x.shape[0], schema.n_outputs),
+    "regression": lambda x, schema: (x.shape[0], schema.n_outputs),
+    "language_modeling": lambda x, schema: (x.shape[0], x.shape[1], schema.n_outputs),  # logits at every position
+    "generation": lambda x, schema: tuple(x.shape),  # reconstructions (vae) or fakes (gan), shaped like the data
+}
 
 
 def cases():
@@ -82,10 +86,11 @@ def build(name: str, schema: DataSchema) -> torch.nn.Module:
 @pytest.mark.parametrize("name,kind", list(cases()))
 def test_forward_shape_and_finite_gradients(name, kind):
     schema, x, y, task_name = tiny_case(kind)
+    task_name = family_task(name) or task_name
     model = build(name, schema)
     task = TASKS.get(task_name)(TrainConfig())
     loss, out = task.loss(model, x, y)
-    assert out.shape == output_shape(schema, x)
+    assert tuple(out.shape) == OUTPUT_SHAPES[task_name](x, schema)
     loss.backward()
     for pname, p in model.named_parameters():
         if p.requires_grad:
@@ -103,13 +108,17 @@ def test_save_load_gives_identical_outputs(name, kind, tmp_path):
     other.load_state_dict(load_file(str(tmp_path / "m.safetensors")))
     with torch.no_grad():
         assert torch.equal(model(x), other(x))
+        if hasattr(model, "sample"):  # a generative model's other half (a GAN's generator) must match too
+            assert torch.equal(model.sample(4, torch.Generator().manual_seed(0)), other.sample(4, torch.Generator().manual_seed(0)))
 
 
 @pytest.mark.parametrize("name,kind", list(cases()))
 def test_a_few_steps_reduce_the_loss(name, kind):
     schema, x, y, task_name = tiny_case(kind)
     model = build(name, schema)
-    task = TASKS.get(task_name)(TrainConfig())
+    if hasattr(model, "train_step"):
+        return check_own_update(model, x)
+    task = TASKS.get(family_task(name) or task_name)(TrainConfig())
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     first = None
     for _ in range(30):
@@ -119,6 +128,20 @@ def test_a_few_steps_reduce_the_loss(name, kind):
         loss.backward()
         opt.step()
     assert loss.item() < first * 0.9, f"{name}: loss {first:.4f} -> {loss.item():.4f}"
+
+
+def check_own_update(model, x):
+    """A model that owns its update plays a game (a GAN): no single loss must fall, so check that its
+    own steps report finite parts and move every parameter; tests/models/test_gan.py checks each player learns."""
+    import contextlib
+
+    before = {k: p.detach().clone() for k, p in model.named_parameters()}
+    optimizers = model.configure_optimizers(TrainConfig(optimizer={"name": "adam", "lr": 0.01}))
+    for _ in range(5):
+        parts = model.train_step(x, optimizers, contextlib.nullcontext)
+        assert "loss" in parts and all(torch.isfinite(v) for v in parts.values()), parts
+    for k, p in model.named_parameters():
+        assert not torch.equal(before[k], p), f"{k} did not move"
 
 
 def test_unknown_model_lists_valid_ones():

@@ -159,3 +159,62 @@ def test_ctrl_c_keeps_what_was_trained():
     result = fit(model, train, val, task, config, torch.device("cpu"), on_epoch_end=interrupt)
     assert result.stopped == "interrupted" and len(result.history) == 3
     assert "interrupted" in result.message
+
+
+def test_only_reduce_on_plateau_cuts_the_lr_when_the_monitor_stalls():
+    # lr 2.0 makes val_loss bounce, so the monitor stalls for more than `patience` epochs
+    stalled = dict(epochs=12, optimizer={"name": "sgd", "lr": 2.0}, schedule={"patience": 0, "factor": 0.5})
+    _, constant = run(**stalled)
+    assert {h["lr"] for h in constant.history} == {2.0}
+    _, plateau = run(**{**stalled, "schedule": {"name": "reduce_on_plateau", "patience": 0, "factor": 0.5}})
+    assert min(h["lr"] for h in plateau.history) < 2.0
+
+
+class OwnsItsUpdate(torch.nn.Module):
+    """The loop's extension point, minimally: least squares (target w = 1) stepped by its own SGD."""
+
+    def __init__(self, nan_at_call: int = 0):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(4))
+        self.calls, self.nan_at_call, self.lrs = 0, nan_at_call, []
+
+    def configure_optimizers(self, config):
+        return {"only": torch.optim.SGD([self.w], lr=config.optimizer.lr)}
+
+    def train_step(self, x, optimizers, autocast):
+        self.calls += 1
+        opt = optimizers["only"]
+        self.lrs.append(opt.param_groups[0]["lr"])
+        with autocast():
+            loss = (x @ self.w - x.sum(1)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if self.calls == self.nan_at_call:
+            loss = loss * float("nan")
+        return {"w_error": (self.w.detach() - 1).abs().mean(), "loss": loss.detach()}
+
+
+def test_a_model_that_owns_its_update_is_stepped_scheduled_and_reported():
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    config = TrainConfig(epochs=4, batch_size=16, optimizer={"name": "sgd", "lr": 0.1},
+                         schedule={"name": "step", "step_epochs": 2, "gamma": 0.5})
+    model = OwnsItsUpdate()
+    result = fit(model, Split(x, None), None, TASKS.get("regression")(config), config, torch.device("cpu"))
+    assert model.calls == result.steps == 4 * 4
+    assert model.lrs[0] == pytest.approx(0.1) and model.lrs[-1] == pytest.approx(0.05)  # the loop's schedule reached its optimizer
+    history = result.history
+    assert list(history[0])[:3] == ["epoch", "train_loss", "train_w_error"]  # "loss" first, then the parts
+    assert history[-1]["train_loss"] < history[0]["train_loss"] and history[-1]["train_w_error"] < history[0]["train_w_error"]
+
+
+def test_a_model_that_owns_its_update_has_nan_caught_by_step_and_no_accumulation():
+    from damoxing.errors import ConfigError
+
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    config = TrainConfig(epochs=2, batch_size=16, log_every=100)
+    result = fit(OwnsItsUpdate(nan_at_call=6), Split(x, None), None, TASKS.get("regression")(config), config, torch.device("cpu"))
+    assert result.stopped == "diverged" and "at step 6 " in result.message
+    with pytest.raises(ConfigError, match="grad_accum_steps must be 1"):
+        fit(OwnsItsUpdate(), Split(x, None), None, TASKS.get("regression")(config),
+            config.model_copy(update={"grad_accum_steps": 2}), torch.device("cpu"))

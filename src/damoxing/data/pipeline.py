@@ -165,6 +165,7 @@ def resolve_path(source: str, base_dir: Optional[Path]) -> str:
 def prepare_data(config, base_dir: Optional[Path] = None) -> PreparedData:
     """Config -> model-ready arrays for train/val/test plus the fitted Preprocessing."""
     data_cfg = config.data
+    config = _task_of_model(config)
     source = resolve_path(data_cfg.source, base_dir)
     labels = resolve_path(data_cfg.labels, base_dir) if data_cfg.labels else None
     raw = load_source(source, data_cfg.target, labels)
@@ -182,6 +183,19 @@ def prepare_data(config, base_dir: Optional[Path] = None) -> PreparedData:
     raise DataError(f"Data of kind '{raw.kind}' from '{data_cfg.source}' is not supported by this task.")
 
 
+def _task_of_model(config):
+    """A family that always does one task (vae, gan: generation) sets it; labels in the data are then ignored."""
+    from damoxing.errors import ConfigError
+    from damoxing.models import family_task
+
+    fixed = family_task(config.model.type)
+    if fixed is None or config.task == fixed:
+        return config
+    if config.task is not None:
+        raise ConfigError(f"task is '{config.task}', but model.type '{config.model.type}' does '{fixed}'. Set task: {fixed} (or leave it out).")
+    return config.model_copy(update={"task": fixed})
+
+
 def _split(n: int, labels: Optional[np.ndarray], config, task: str) -> dict[str, np.ndarray]:
     s = config.data.split
     stratify_labels = labels if (task == "classification" and s.stratify) else None
@@ -193,6 +207,8 @@ def _split(n: int, labels: Optional[np.ndarray], config, task: str) -> dict[str,
 
 def _prepare_table(raw: RawData, config) -> PreparedData:
     frame, target = raw.frame, raw.target
+    if config.task == "generation":
+        return _prepare_table_generation(raw, config)
     frame, n_dropped = drop_missing_target(frame, target)
     if n_dropped:
         warn(f"dropped {n_dropped} row(s) whose target '{target}' is missing.")
@@ -239,9 +255,35 @@ def _prepare_table(raw: RawData, config) -> PreparedData:
     return _assemble(task, prep, x_all, y_model, y_all, idx, raw, summary)
 
 
+def _prepare_table_generation(raw: RawData, config) -> PreparedData:
+    """A table for a generative model: the rows are what is modelled, there is no target.
+
+    Columns: data.features, else every column except data.target or a column named like a label
+    (label/target/y/class), which stays out as the images' labels do.
+    """
+    frame = raw.frame.reset_index(drop=True)
+    label_like = config.data.target or (raw.target if str(raw.target).lower() in ("label", "target", "y", "class") else None)
+    features = config.data.features or [c for c in frame.columns if c != label_like]
+    missing = [c for c in features if c not in frame.columns]
+    if missing:
+        raise DataError(f"data.features names column(s) {missing} that '{raw.source}' does not have.{did_you_mean(missing[0], frame.columns)} "
+                        f"Its columns: {choices_text(map(str, frame.columns))}.")
+    idx = _split(len(frame), None, config, "generation")
+    p = config.data.preprocess
+    inputs = TabularPreprocessor(numeric_impute=p.numeric_impute, scaling=p.scaling, categorical=p.categorical,
+                                 max_categories=p.max_categories).fit(frame.iloc[idx["train"]], features)
+    schema = DataSchema(kind="table", task="generation", input_shape=(len(inputs.feature_names_out_),), n_outputs=1,
+                        feature_names=list(inputs.feature_names_out_))
+    prep = Preprocessing(schema=schema, target=None, feature_columns=list(features), inputs=inputs)
+    summary = {"rows": len(frame), "columns": len(features)}
+    return _assemble("generation", prep, inputs.transform(frame), None, None, idx, raw, summary)
+
+
 def _prepare_images(raw: RawData, config) -> PreparedData:
     images, values = raw.images, raw.labels
     task = config.task or ("classification" if values is not None else "generation")
+    if task == "generation":
+        values = None  # a generative model learns the images alone; their labels are not used
     if task in ("classification", "regression") and values is None:
         raise DataError(f"'{raw.source}' holds images but no labels; task '{task}' needs them. Give data.labels (a .npy or IDX labels file) or store them under 'y' in the .npz.")
     if values is not None and task == "classification":

@@ -406,6 +406,19 @@ class ImagePreprocessor:
             out /= std
         return out
 
+    def inverse_transform(self, images: np.ndarray) -> np.ndarray:
+        """Model-space images (N, C, H, W) -> the data's own units (e.g. 0-255 or 0-16), as float32."""
+        if not hasattr(self, "scale_"):
+            raise RuntimeError("ImagePreprocessor.inverse_transform called before fit")
+        out = np.array(images, dtype=np.float32)
+        if self.mode == "none":
+            return out
+        if self.mode == "standard":
+            out *= np.asarray(self.std_, dtype=np.float32)[None, :, None, None]
+            out += np.asarray(self.mean_, dtype=np.float32)[None, :, None, None]
+        out *= np.float32(self.scale_)
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "type": "image",

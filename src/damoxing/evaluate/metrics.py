@@ -49,7 +49,8 @@ def metric_direction(name: str) -> str:
 
 def headline_metric(task: str) -> str:
     """The one metric a run of `task` is summarised by."""
-    return {"classification": "accuracy", "regression": "r2", "language_modeling": "perplexity"}.get(task, "loss")
+    return {"classification": "accuracy", "regression": "r2", "language_modeling": "perplexity",
+            "generation": "frechet_distance"}.get(task, "loss")
 
 
 # --------------------------------------------------------------------------- validation
@@ -392,3 +393,5 @@ for _name, _better in [("mse", False), ("rmse", False), ("mae", False), ("r2", T
     METRICS.register(_name)(MetricInfo(_name, "regression", _better, partial(_one, regression_metrics, _name)))
 METRICS.register("perplexity")(MetricInfo("perplexity", "language_modeling", False))
 METRICS.register("loss")(MetricInfo("loss", "any", False))
+for _name in ("recon", "kl", "d_loss", "g_loss", "frechet_distance"):  # computed by the generation task (tasks.py)
+    METRICS.register(_name)(MetricInfo(_name, "generation", False))

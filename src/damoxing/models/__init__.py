@@ -4,6 +4,7 @@ A registered model class has:
     config_class: its pydantic options (with `type: Literal[name]` and `size` presets)
     input_kinds:  the data kinds it accepts (e.g. {"table"}, {"image"})
     from_config(config, schema) -> nn.Module: builds itself from the data's schema.
+    task (optional): the one task the family does whatever the data holds (vae, gan: "generation").
 `create_model(config, schema)` is the single factory.
 """
 
@@ -17,7 +18,7 @@ from damoxing.registry import Registry
 MODELS: Registry = Registry("model")
 
 # Importing a family registers it. Order = order in listings and in the JSON schema.
-_FAMILIES = ["linear", "mlp", "cnn", "rnn", "transformer", "gpt", "pretrained"]
+_FAMILIES = ["linear", "mlp", "cnn", "rnn", "transformer", "gpt", "vae", "gan", "pretrained"]
 for _name in _FAMILIES:
     importlib.import_module(f"damoxing.models.{_name}")
 
@@ -32,6 +33,11 @@ def create_model(config, schema):
             f"data.source gives '{schema.kind}' data. Models that take {schema.kind} data: {choices_text(fits)}."
         )
     return family.from_config(resolve_size(config), schema)
+
+
+def family_task(model_type: str):
+    """The task a family always does (e.g. "generation" for vae and gan), or None if the data decides."""
+    return getattr(MODELS.get(model_type), "task", None) if model_type in MODELS else None
 
 
 def resolve_size(config):

@@ -13,6 +13,8 @@ TEMPLATES = {
     "diabetes-regression": "seed 004's dense regression (hidden 10, ReLU, Adam, MSE) on diabetes",
     "text-classification": "fine-tune the bundled MiniLM encoder (LoRA) on a text column of your CSV/Parquet table",
     "language-model": "a GPT-style language model on your .txt corpus; then `damoxing generate`",
+    "vae-digits": "a variational autoencoder generating 8x8 digits (loss = negative ELBO; sample grids)",
+    "gan-digits": "a DCGAN generating 8x8 digits (two players, two optimizers; sample grids)",
 }
 
 

@@ -4,6 +4,19 @@ Data lives on the training device and is shuffled and indexed there (no per-samp
 DataLoader for in-memory data). The loop does no host sync per step: batch losses are kept as
 device tensors and read once per `log_every` steps, which is also where a NaN/inf loss is caught
 and named by its exact step.
+
+One extension point, for a model that owns its update (a GAN's two players, each with its own
+optimizer): if the model defines
+
+    configure_optimizers(config: TrainConfig) -> dict[str, torch.optim.Optimizer]
+    train_step(x, optimizers, autocast) -> dict[str, torch.Tensor]   # {"loss": ..., other parts}
+
+the loop builds the optimizers with the first, and for each batch calls the second instead of its
+own forward/backward/step. The loop still shuffles and batches, sets every optimizer's learning
+rate from the schedule before the step, counts steps, catches NaN/inf, and keeps the returned
+device scalars until the log interval (no host sync per step). "loss" becomes `train_loss` in the
+history and every other part `train_<name>` (e.g. train_d_loss, train_g_loss); validation is
+still the task's.
 """
 
 from __future__ import annotations
@@ -123,10 +136,18 @@ def fit(
     generator = torch.Generator(device=device).manual_seed(config.seed)
     model.to(device)
     train, val = train.to(device), (val.to(device) if val is not None and len(val) else None)
-    # a model may group its parameters (pretrained: a head lr, layer-wise lr decay); the schedule scales every group alike
-    params = model.param_groups(config.optimizer) if hasattr(model, "param_groups") else model.parameters()
-    optimizer = build_optimizer(params, config.optimizer)
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    owns_update = hasattr(model, "train_step")  # the extension point in the module docstring
+    if owns_update:
+        if config.grad_accum_steps > 1:
+            raise ConfigError(f"train.grad_accum_steps must be 1 for model '{type(model).__name__}', which runs its own update steps.")
+        optimizers = model.configure_optimizers(config)
+    else:
+        # a model may group its parameters (pretrained: a head lr, layer-wise lr decay); the schedule scales every group alike
+        params = model.param_groups(config.optimizer) if hasattr(model, "param_groups") else model.parameters()
+        optimizer = build_optimizer(params, config.optimizer)
+        optimizers = {"model": optimizer}
+    param_groups = [group for opt in optimizers.values() for group in opt.param_groups]
+    base_lrs = [group["lr"] for group in param_groups]
     autocast = autocast_context(config, device)
     step_model = maybe_compile(model, config, device)
 
@@ -140,12 +161,19 @@ def fit(
     monitor = config.monitor if val is not None else "train_loss"
     direction = monitor_direction(monitor, config.monitor_mode)
     plateau = PlateauScale(config.schedule, direction)
+
+    def set_learning_rates(step: int) -> None:
+        factor = schedule(step, total_steps, warmup_steps, config.schedule, steps_per_epoch) * plateau.scale
+        for group, base_lr in zip(param_groups, base_lrs):
+            group["lr"] = max(base_lr * factor, config.schedule.min_lr if factor < 1 else 0.0)
+
     early = config.early_stopping
     result = FitResult(monitor=monitor)
     best_state = None
     start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}  # the fallback if epoch 1 diverges
     epochs_without_improvement = 0
     step = 0
+    part_names = ["loss"]  # what each window entry holds; a train_step model may report more parts
     started = time.perf_counter()
     bar = progress.add_task("training", total=total_steps) if progress is not None else None
 
@@ -154,48 +182,58 @@ def fit(
             epoch_start = time.perf_counter()
             model.train()
             order = torch.randperm(n, device=device, generator=generator)
-            window: list[torch.Tensor] = []  # device scalars, read once per log interval
+            window: list[torch.Tensor] = []  # (P,) device vectors: loss first, then parts; read once per log interval
             window_sizes: list[int] = []
-            epoch_loss_sum, epoch_count = 0.0, 0
+            epoch_sums, epoch_count = torch.zeros(len(part_names), dtype=torch.float64), 0
             for micro, start in enumerate(range(0, n, batch_size)):
                 index = order[start : start + batch_size]
                 xb = train.x[index]
                 yb = train.y[index] if train.y is not None else None
-                with autocast():
-                    loss, _ = task.loss(step_model, xb, yb)
-                    if config.l1 or config.l2:
-                        loss = loss + penalty(model, config.l1, config.l2)
-                (loss / accum if accum > 1 else loss).backward()
-                window.append(loss.detach())
-                window_sizes.append(index.shape[0])
                 last_micro = micro == micro_batches - 1
-                if (micro + 1) % accum and not last_micro:
-                    continue
-                factor = schedule(step, total_steps, warmup_steps, config.schedule, steps_per_epoch) * plateau.scale
-                for group, base_lr in zip(optimizer.param_groups, base_lrs):
-                    group["lr"] = max(base_lr * factor, config.schedule.min_lr if factor < 1 else 0.0)
-                if config.clip_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                if owns_update:  # the model runs its own forward/backward/step on its own optimizers
+                    set_learning_rates(step)
+                    parts = model.train_step(xb, optimizers, autocast)
+                    if step == 0:
+                        part_names = ["loss"] + [k for k in parts if k != "loss"]
+                        epoch_sums = torch.zeros(len(part_names), dtype=torch.float64)
+                    window.append(torch.stack([parts[k].detach().float() for k in part_names]))
+                    window_sizes.append(index.shape[0])
+                else:
+                    with autocast():
+                        loss, _ = task.loss(step_model, xb, yb)
+                        if config.l1 or config.l2:
+                            loss = loss + penalty(model, config.l1, config.l2)
+                    (loss / accum if accum > 1 else loss).backward()
+                    window.append(loss.detach().float().reshape(1))
+                    window_sizes.append(index.shape[0])
+                    if (micro + 1) % accum and not last_micro:
+                        continue
+                    set_learning_rates(step)
+                    if config.clip_grad_norm:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
                 step += 1
                 result.samples_seen += sum(window_sizes[-accum:]) if accum > 1 else index.shape[0]
                 if step % config.log_every == 0 or last_micro:
-                    losses = torch.stack(window).float().cpu()  # the one host sync of this interval
-                    bad = ~torch.isfinite(losses)
+                    losses = torch.stack(window).double().cpu()  # (W, P); the one host sync of this interval
+                    bad = ~torch.isfinite(losses).all(dim=1)
                     if bad.any():
                         first = int(bad.nonzero()[0, 0])
                         bad_step = step - math.ceil(len(window) / accum) + first // accum + 1
-                        raise _Diverged(epoch, bad_step, float(losses[first]))
-                    sizes = torch.tensor(window_sizes, dtype=torch.float32)
-                    epoch_loss_sum += float((losses * sizes).sum())
+                        value = losses[first][~torch.isfinite(losses[first])][0]
+                        raise _Diverged(epoch, bad_step, float(value))
+                    sizes = torch.tensor(window_sizes, dtype=torch.float64)
+                    epoch_sums += (losses * sizes[:, None]).sum(0)
                     epoch_count += int(sizes.sum())
                     window.clear()
                     window_sizes.clear()
                     if bar is not None:
-                        progress.update(bar, completed=step, description=f"epoch {epoch}/{config.epochs} loss {epoch_loss_sum / epoch_count:.4f}")
+                        progress.update(bar, completed=step, description=f"epoch {epoch}/{config.epochs} loss {float(epoch_sums[0]) / epoch_count:.4f}")
 
-            record = {"epoch": epoch, "train_loss": epoch_loss_sum / max(1, epoch_count), "lr": optimizer.param_groups[0]["lr"]}
+            means = (epoch_sums / max(1, epoch_count)).tolist()
+            record = {"epoch": epoch, "train_loss": means[0], **{f"train_{k}": v for k, v in zip(part_names[1:], means[1:])},
+                      "lr": param_groups[0]["lr"]}
             if val is not None:
                 record.update(validate(model, val, task, config, autocast))
             record["seconds"] = time.perf_counter() - epoch_start
@@ -205,7 +243,8 @@ def fit(
             if score is None:
                 valid = sorted(k for k in record if k.startswith("val_"))
                 raise ConfigError(f"train.monitor '{monitor}' is not computed for this task. Valid monitors: {', '.join(valid) or 'train_loss'}.")
-            plateau.update(score)
+            if config.schedule.name == "reduce_on_plateau":  # other schedules never cut the lr on a plateau
+                plateau.update(score)
             min_delta = early.min_delta if early else 0.0
             improved = result.best_score is None or (
                 score < result.best_score - min_delta if direction == "min" else score > result.best_score + min_delta
