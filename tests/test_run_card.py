@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from conftest import write_yaml
 
@@ -175,3 +176,15 @@ def test_report_renders_in_headless_chromium(tracked, tmp_path):
 
     if os.environ.get("DAMOXING_KEEP_SCREENSHOT"):
         shutil.copy(shot, os.environ["DAMOXING_KEEP_SCREENSHOT"])
+
+
+def test_commented_template_sections_are_valid_when_uncommented():
+    from damoxing.config import load_config
+    from damoxing.templates import template_text
+
+    lines = template_text("digits-cnn").splitlines()
+    prefixes = ("# evaluate:", "# cost:", "# tracking:", "#   mlflow:")
+    uncommented = [line[2:] if line.startswith(prefixes) else line for line in lines]
+    config = load_config(yaml.safe_load("\n".join(uncommented)))
+    assert config.tracking.mlflow == "sqlite:///runs/mlflow.db" and config.cost.country == "WORLD"
+    assert config.evaluate.bootstrap == 1000
