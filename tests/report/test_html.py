@@ -72,3 +72,11 @@ def test_regression_report_has_residual_plot_and_survives_a_damaged_predictions_
 def test_report_of_a_folder_that_is_not_a_run_is_a_clear_error(cli, tmp_path):
     result = cli("report", tmp_path)
     assert result.code == 2 and "is not a damoxing run" in result.err and "Traceback" not in result.err
+
+
+def test_a_plot_that_cannot_be_drawn_leaves_a_note_not_a_broken_report(tmp_path):
+    metrics = {"test": {"accuracy": 0.5, "confusion_matrix": [[1, "x"], [0, 1]]}}  # damaged matrix
+    history = [{"epoch": 1, "train_loss": 1.0}]
+    page = build_report(_fake_run(tmp_path / "bad", "classification", metrics, history))
+    assert "confusion matrix: could not be drawn (ValueError" in page
+    assert '<img alt="learning curves"' in page

@@ -124,7 +124,15 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _img(png: Optional[str], alt: str) -> str:
+def _plot(alt: str, draw, *args) -> str:
+    """An <img> of `draw(*args)` (a base64 PNG, or None: nothing to draw); a plot that cannot be
+    drawn leaves a one-line note instead, never a broken report."""
+    try:
+        png = draw(*args)
+    except ImportError as e:
+        return f'<p class="note">{_esc(alt)}: not drawn, plots need matplotlib ({_esc(e)}; pip install "damoxing[report]").</p>'
+    except Exception as e:  # noqa: BLE001 - data this version of the report does not expect
+        return f'<p class="note">{_esc(alt)}: could not be drawn ({_esc(type(e).__name__)}: {_esc(e)}).</p>'
     return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{png}">' if png else ""
 
 
@@ -281,7 +289,7 @@ def _data_section(manifest: dict) -> str:
         total = max(1, sum(counts.values()))
         parts.append("<h3>class balance (train)</h3>" + _table(
             ["class", "rows", "share"], [[_esc(k), "#" + _num(int(v)), "#" + f"{100 * v / total:.1f}%"] for k, v in counts.items()]))
-        parts.append(_img(plots.class_balance(counts), "class balance"))
+        parts.append(_plot("class balance", plots.class_balance, counts))
     if "missing_values" in data:
         missing = data["missing_values"] or {}
         parts.append("<h3>missing values (imputed from the training split)</h3>" + (
@@ -297,7 +305,7 @@ def _training_section(manifest: dict, history: list[dict]) -> str:
     training = manifest.get("training") or {}
     rows = [[_esc(k), "#" + _num(v)] for k, v in training.items() if (isinstance(v, (int, float, str)) or v is None) and v != ""]
     parts = [_table(["", ""], rows)] if rows else []
-    parts.append(_img(plots.learning_curves(history), "learning curves"))
+    parts.append(_plot("learning curves", plots.learning_curves, history))
     if history:
         keys = list(dict.fromkeys(k for row in history for k in row))
         body = [["#" + _num(row.get(k)) for k in keys] for row in history]
@@ -309,13 +317,13 @@ def _evaluation_plots(task: str, metrics: dict, predictions: dict, class_names: 
     test = metrics.get("test") or {}
     parts = []
     if isinstance(test.get("confusion_matrix"), list):
-        parts.append(_img(plots.confusion_matrix(test["confusion_matrix"], class_names), "confusion matrix"))
+        parts.append(_plot("confusion matrix", plots.confusion_matrix, test["confusion_matrix"], class_names))
     if "proba" in predictions and "y_true" in predictions:
-        parts.append(_img(plots.roc_and_pr(predictions["y_true"], predictions["proba"], class_names), "ROC and precision-recall curves"))
+        parts.append(_plot("ROC and precision-recall curves", plots.roc_and_pr, predictions["y_true"], predictions["proba"], class_names))
     if isinstance(metrics.get("test_calibration"), dict):
-        parts.append(_img(plots.reliability_diagram(metrics["test_calibration"]), "reliability diagram"))
+        parts.append(_plot("reliability diagram", plots.reliability_diagram, metrics["test_calibration"]))
     if "y_pred" in predictions and "y_true" in predictions and task != "classification":
-        parts.append(_img(plots.regression_plots(predictions["y_true"], predictions["y_pred"]), "predicted vs true and residuals"))
+        parts.append(_plot("predicted vs true and residuals", plots.regression_plots, predictions["y_true"], predictions["y_pred"]))
     parts.append(_per_class(test))
     return "".join(parts)
 
