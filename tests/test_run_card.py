@@ -188,3 +188,22 @@ def test_commented_template_sections_are_valid_when_uncommented():
     config = load_config(yaml.safe_load("\n".join(uncommented)))
     assert config.tracking.mlflow == "sqlite:///runs/mlflow.db" and config.cost.country == "WORLD"
     assert config.evaluate.bootstrap == 1000
+
+
+def test_tracking_uri_must_be_a_uri():
+    from damoxing.config import load_config
+    from damoxing.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="sqlite:///runs/mlflow.db"):
+        load_config({"data": {"source": "builtin:iris"}, "model": "mlp", "tracking": {"mlflow": "runs/mlflow.db"}})
+
+
+def test_unreachable_mlflow_server_warns_and_keeps_the_run(tmp_path, monkeypatch, capsys):
+    from damoxing.api import train
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail at once instead of backing off for minutes
+    run = train(_config(tmp_path, tracking={"mlflow": "http://127.0.0.1:9", "report": False}, evaluate={"bootstrap": 0}),
+                out=tmp_path / "run", quiet=True)
+    assert (run.path / "manifest.json").exists()
+    err = capsys.readouterr().err
+    assert "could not log the run to MLflow at http://127.0.0.1:9" in err and str(run.path) in err

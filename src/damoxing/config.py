@@ -142,6 +142,15 @@ class TrackingConfig(StrictModel):
     experiment: Optional[str] = Field(None, description="MLflow experiment name; default: the config's name")
     report: bool = Field(True, description="write report.html (an offline HTML model card) into the run folder")
 
+    @field_validator("mlflow")
+    @classmethod
+    def _is_uri(cls, value: Optional[str]) -> Optional[str]:
+        # A bare path would silently become MLflow's file store in a folder of that name.
+        if value is not None and not re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*:", value):
+            raise ValueError(f"'{value}' is not a tracking URI; use sqlite:///runs/mlflow.db (embedded, a file) "
+                             "or http://host:5000 (an MLflow server)")
+        return value
+
 
 class ModelConfigBase(StrictModel):
     """Base of every model family's options. `size` picks a preset; explicit options override it."""
