@@ -12,6 +12,9 @@ Reported:
   end to end, CPU    the process CPU-seconds of that call: less sensitive than wall time to other
                      work on a shared machine
 
+Also timed: writing report.html for such a run, cold (a fresh process: imports matplotlib) and
+warm (again in the same process), since train writes one into every run.
+
     PYTHONPATH=src python bench/bench_accounting.py [--repeats 20]
 """
 
@@ -22,6 +25,8 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -50,6 +55,25 @@ def one_run(enabled: bool) -> dict:
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def report_seconds() -> tuple[float, float]:
+    """(cold, warm) seconds of write_report on a fresh run of the same model."""
+    from damoxing.api import train
+    from damoxing.report.html import write_report
+
+    with tempfile.TemporaryDirectory() as folder:
+        run = train({**CONFIG, "tracking": {"report": False}}, out=os.path.join(folder, "run"), quiet=True)
+        code = ("import time, sys; t = time.perf_counter(); from damoxing.report.html import write_report; "
+                "write_report(sys.argv[1]); print(time.perf_counter() - t)")
+        cold = float(subprocess.run([sys.executable, "-c", code, str(run.path)], capture_output=True, text=True,
+                                    check=True, env={**os.environ}).stdout.strip())
+        warm = []
+        for _ in range(3):
+            started = time.perf_counter()
+            write_report(run.path)
+            warm.append(time.perf_counter() - started)
+    return cold, statistics.median(warm)
 
 
 def cpu_name() -> str:
@@ -94,6 +118,8 @@ def main() -> None:
     accounting = median(True, "accounting")
     print(f"accounting itself: median {accounting * 1000:.2f} ms per run = "
           f"{100 * accounting / median(True, 'train'):.2f}% of the median training time")
+    cold, warm = report_seconds()
+    print(f"report.html for this run: {cold:.2f} s cold (fresh process, imports included), {warm:.2f} s warm")
 
 
 if __name__ == "__main__":
