@@ -1,9 +1,10 @@
 """What the cost accounting itself costs: seed 002's MLP trained with `cost.enabled` on and off.
 
 One process, the same model, data and hyperparameters (64 -> 128 -> 10 on scikit-learn's digits,
-SGD lr 0.01 momentum 0.9, batch 64, 10 epochs); on and off runs alternate (and alternate which
-goes first) so that a busy machine slows both alike; medians over the repeats. The HTML report
-and MLflow are off in both arms: they are not accounting.
+SGD lr 0.01 momentum 0.9, batch 64, 10 epochs); runs with accounting on, off, and off again
+take turns (in rotating order) so that a busy machine slows all alike; medians and minima over
+the repeats, and the off-again / off ratio as the noise floor. The HTML report and MLflow are off
+in every arm: they are not accounting.
 
 Reported:
   training time      FitResult.train_seconds (the loop; the accounting adds nothing inside it)
@@ -94,30 +95,39 @@ def main() -> None:
     import torch
 
     one_run(True), one_run(False)  # warm-up: imports, allocator, the digits cache
-    results: dict[bool, list[dict]] = {True: [], False: []}
+    # Three arms in rotating order: accounting on, off, and off again. The two "off" arms differ
+    # only by chance, so their ratio is the noise floor of this machine at this moment.
+    arms = {"on": True, "off": False, "off again": False}
+    results: dict[str, list[dict]] = {name: [] for name in arms}
+    names = list(arms)
     for i in range(args.repeats):
-        order = (True, False) if i % 2 == 0 else (False, True)
-        for enabled in order:
-            results[enabled].append(one_run(enabled))
-    assert {r["accuracy"] for r in results[True]} == {r["accuracy"] for r in results[False]}, "accounting changed the result"
+        for name in names[i % 3:] + names[:i % 3]:
+            results[name].append(one_run(arms[name]))
+    assert len({r["accuracy"] for rows in results.values() for r in rows}) == 1, "accounting changed the result"
 
-    def median(enabled: bool, key: str) -> float:
-        return statistics.median(r[key] for r in results[enabled])
+    def stat(arm: str, key: str, how) -> float:
+        return how(r[key] for r in results[arm])
 
     print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}; "
-          f"{args.repeats} repeats per arm, medians")
-    print("| measure | accounting off (s) | accounting on (s) | on / off |")
-    print("|---|---|---|---|")
+          f"{args.repeats} repeats per arm")
+    print("| measure | off: median (min) s | on: median (min) s | on / off, median (min) | noise floor: off again / off, median (min) |")
+    print("|---|---|---|---|---|")
     for off_key, on_key, label in [("train", "train", "training time (the loop)"),
                                    ("train", "train+accounting", "training + accounting"),
                                    ("end to end", "end to end", "end to end (damoxing.train)"),
                                    ("end to end, CPU", "end to end, CPU", "end to end, process CPU-seconds")]:
-        off, on = median(False, off_key), median(True, on_key)
-        print(f"| {label} | {off:.4f} | {on:.4f} | {on / off:.3f} |")
-    accounting = median(True, "accounting")
-    print(f"accounting itself: median {accounting * 1000:.2f} ms per run = "
-          f"{100 * accounting / median(True, 'train'):.2f}% of the median training time")
+        cells = []
+        for how in (statistics.median, min):
+            off, on, again = stat("off", off_key, how), stat("on", on_key, how), stat("off again", off_key, how)
+            cells.append((off, on, on / off, again / off))
+        (m_off, m_on, m_ratio, m_noise), (b_off, b_on, b_ratio, b_noise) = cells
+        print(f"| {label} | {m_off:.4f} ({b_off:.4f}) | {m_on:.4f} ({b_on:.4f}) | {m_ratio:.3f} ({b_ratio:.3f}) "
+              f"| {m_noise:.3f} ({b_noise:.3f}) |")
+    accounting, training = stat("on", "accounting", statistics.median), stat("on", "train", statistics.median)
+    print(f"accounting itself (the meter's own clock): median {accounting * 1000:.2f} ms per run = "
+          f"{100 * accounting / training:.2f}% of the median training time; "
+          f"min {stat('on', 'accounting', min) * 1000:.2f} ms = {100 * stat('on', 'accounting', min) / stat('on', 'train', min):.2f}% of the min")
     cold, warm = report_seconds()
     print(f"report.html for this run: {cold:.2f} s cold (fresh process, imports included), {warm:.2f} s warm")
 

@@ -93,9 +93,21 @@ def test_attention_counted_in_eval_mode_on_cpu():
     projections = 2 * 5 * 16 * (3 * 16) + 2 * 5 * 16 * 16
     attention = 2 * 2 * 5 * 5 * 16  # QK^T and AV over all heads
     feed_forward = 2 * 2 * 5 * 16 * 32
-    layer.eval()
-    with torch.enable_grad():
-        assert count_flops(layer, lambda: layer(x)) == 4 * (projections + attention + feed_forward)
+    expected = 4 * (projections + attention + feed_forward)
+    with torch.enable_grad():  # eval mode with gradients: the fast path is not taken
+        assert count_flops(layer.eval(), lambda: layer(x)) == expected
+
+    class Encoder(nn.Module):  # the same layer inside a model, counted the way a run counts it
+        def __init__(self):
+            super().__init__()
+            self.layer, self.head = layer, nn.Linear(16, 2)
+
+        def forward(self, tokens):
+            return self.head(self.layer(tokens).mean(1))
+
+    per_sample = forward_flops_per_sample(Encoder(), _classification(), x, torch.randint(0, 2, (4,)))
+    assert per_sample == expected / 4 + 2 * 16 * 2
+    assert torch.backends.mha.get_fastpath_enabled()  # switched back on afterwards
 
 
 def test_flop_count_leaves_model_and_rng_untouched():

@@ -131,9 +131,10 @@ def forward_flops_per_sample(model, task, x, y, device=None, rows: int = FLOPS_S
     """Forward FLOPs per sample of one training step (the task's loss on `rows` rows of x, y,
     moved to `device`, where the model is).
 
-    Runs in eval mode (batch norm reads its running statistics, so the model is not changed) with
-    gradients on (so PyTorch's inference-only fast paths, which hide their matmuls, are not taken),
-    inside a forked RNG (so training and sampling models draw the same numbers as without it).
+    Runs in eval mode (batch norm reads its running statistics, so the model is not changed),
+    without gradients, with PyTorch's fused transformer fast path switched off for the count (it
+    hides its matmuls from the counter), inside a forked RNG (so training and sampling models draw
+    the same numbers as without it).
     """
     import torch
 
@@ -143,12 +144,18 @@ def forward_flops_per_sample(model, task, x, y, device=None, rows: int = FLOPS_S
     xb, yb = x[:n].to(device), (None if y is None else y[:n].to(device))
     was_training = model.training
     devices = [xb.device.index or 0] if xb.device.type == "cuda" else []
+    mha = getattr(torch.backends, "mha", None)
+    fastpath = mha.get_fastpath_enabled() if mha is not None else None
     model.eval()
     try:
-        with torch.random.fork_rng(devices=devices), torch.enable_grad():
+        if mha is not None:
+            mha.set_fastpath_enabled(False)
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
             total = count_flops(model, lambda: task.loss(model, xb, yb))
     finally:
         model.train(was_training)
+        if mha is not None:
+            mha.set_fastpath_enabled(fastpath)
     return total / n
 
 
