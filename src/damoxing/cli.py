@@ -236,6 +236,46 @@ def datasets() -> None:
     _console().print(table)
 
 
+@app.command()
+def report(
+    run: Path = typer.Argument(..., help="A run folder."),
+    out: Optional[Path] = typer.Option(None, "--out", help="HTML file to write (default <RUN>/report.html)."),
+) -> None:
+    """Write the run's self-contained HTML report (plots embedded; works offline); prints its path."""
+    from damoxing.report.html import write_report
+    from damoxing.run_folder import check_run
+
+    typer.echo(str(write_report(check_run(run), out)))
+
+
+@app.command()
+def runs(
+    folder: Path = typer.Argument(Path("runs"), help="Folder holding run folders (default ./runs)."),
+    sort: str = typer.Option("created", "--sort", help="created | name | task | model | metric | params | train_seconds | energy_kwh"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Table of past runs read from their folders: task, model, headline metric, params, time, energy."""
+    from damoxing.tracking import list_runs, sort_runs
+
+    rows = sort_runs(list_runs(folder), sort)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table("run", "task", "model", "metric", "value (95% CI)", "params", "train s", "energy kWh")
+    for r in rows:
+        ci = f" ({r['metric_ci'][0]:.4f}-{r['metric_ci'][1]:.4f})" if r.get("metric_ci") else ""
+        value = f"{r['metric']:.4f}{ci}" if r.get("metric") is not None else ""
+        energy = "" if r.get("energy_kwh") is None else f"{r['energy_kwh']:.3g}" + (" (est.)" if r.get("energy_is_estimate") else "")
+        table.add_row(r["name"], r["task"], r["model"], r.get("metric_name") or "", value,
+                      "" if r.get("params") is None else f"{r['params']:,}",
+                      "" if r.get("train_seconds") is None else f"{r['train_seconds']:.2f}", energy)
+    _console().print(table)
+    if not rows:
+        typer.echo(f"no runs under {folder}", err=True)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: runs the app and turns user errors into one paragraph and exit code 2."""
     from damoxing.errors import UserError
