@@ -228,3 +228,11 @@ def test_out_folder_holding_a_run_is_not_overwritten(cli, digits_run, tmp_path):
     err = _error(cli, "train", cfg, "--out", digits_run.path)
     assert "already holds a run" in err
     assert (digits_run.path / "metrics.json").read_bytes() == before
+
+
+def test_damoxing_evaluate_stays_callable_after_the_evaluate_package_is_imported(digits_run):
+    import damoxing
+    import damoxing.evaluate.metrics  # noqa: F401 - binds damoxing.evaluate to the subpackage
+
+    result = damoxing.evaluate(digits_run.path)
+    assert result["metrics"]["accuracy"] == pytest.approx(digits_run.metrics["test"]["accuracy"])
