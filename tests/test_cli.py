@@ -239,3 +239,11 @@ def test_damoxing_train_stays_callable_after_the_train_package_is_imported(tmp_p
     first = damoxing.train(cfg, out=tmp_path / "a", quiet=True)
     second = damoxing.train(cfg, out=tmp_path / "b", quiet=True)
     assert first.path.exists() and second.path.exists()
+
+
+def test_damoxing_evaluate_stays_callable_after_the_evaluate_package_is_imported(digits_run):
+    import damoxing
+    import damoxing.evaluate.metrics  # noqa: F401 - binds damoxing.evaluate to the subpackage
+
+    result = damoxing.evaluate(digits_run.path)
+    assert result["metrics"]["accuracy"] == pytest.approx(digits_run.metrics["test"]["accuracy"])

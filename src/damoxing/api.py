@@ -62,7 +62,7 @@ def train(config: str | Path | dict | None = None, *, out: str | Path | None = N
 
     from damoxing.config import dump_config, load_config
     from damoxing.data.pipeline import prepare_data
-    from damoxing.models import count_parameters, create_model, resolve_size
+    from damoxing.models import MODELS, count_parameters, create_model, resolve_size
     from damoxing.run_folder import RunWriter, new_run_path
     from damoxing.tasks import TASKS
     from damoxing.train import distributed as dist
@@ -93,6 +93,10 @@ def train(config: str | Path | dict | None = None, *, out: str | Path | None = N
         from damoxing.models.init_from import inherit_options, source_run
 
         cfg = cfg.model_copy(update={"model": inherit_options(cfg.model, source_run(cfg.model.init_from, base_dir))})
+
+    family = MODELS.get(cfg.model.type)
+    if hasattr(family, "resolve_config"):  # e.g. pretrained: find the checkpoint, record its hash and position limit
+        cfg = family.resolve_config(cfg, base_dir)
 
     data = prepare_data(cfg, base_dir)
     cfg = cfg.model_copy(update={"task": data.task, "model": resolve_size(cfg.model)})
@@ -134,6 +138,12 @@ def train(config: str | Path | dict | None = None, *, out: str | Path | None = N
         if cfg.train.checkpoint_every is not None:
             note(f"checkpoints every {cfg.train.checkpoint_every} in {checkpoints.path.parent}; "
                  f"if interrupted, continue with: damoxing train --resume {path}")
+    meter = None
+    if cfg.cost.enabled and ctx.is_main:  # rank 0 accounts for the run it writes
+        from damoxing.evaluate.cost import CostMeter
+
+        meter = CostMeter(cfg.cost, device, device_name(device))
+        meter.start()
     progress = progress_bar()
     if progress is not None:
         progress.start()
@@ -151,8 +161,18 @@ def train(config: str | Path | dict | None = None, *, out: str | Path | None = N
             (warn if result.stopped == "interrupted" else note)(result.message)
 
     eval_started = time.perf_counter()
-    metrics = evaluate_run(model, task, data, cfg, device)
+    predictions: dict[str, dict] = {}
+    metrics = evaluate_run(model, task, data, cfg, device, predictions=predictions)
     eval_seconds = time.perf_counter() - eval_started
+    cost = None
+    if meter is not None:
+        from damoxing.train.loop import autocast_context
+
+        meter.stop()
+        cost = meter.block(model=model, task=task, train_x=splits["train"].x, train_y=splits["train"].y, schema=data.schema,
+                           params=params, trainable=trainable, samples_seen=result.samples_seen,
+                           train_seconds=result.train_seconds, eval_seconds=eval_seconds,
+                           autocast_bf16=autocast_context(cfg.train, device) is not contextlib.nullcontext)
 
     writer = writer or RunWriter(path)
     writer.discard("checkpoints")  # the run is complete: nothing left to resume
@@ -169,22 +189,36 @@ def train(config: str | Path | dict | None = None, *, out: str | Path | None = N
     np.savez(writer.file("splits.npz"), **{k: v.astype(np.int64) for k, v in data.indices.items()})
     if samples is not None:
         samples.write(model, writer.tmp)
+    for split, arrays in predictions.items():  # plain arrays for the report's curves (np.load, allow_pickle=False)
+        np.savez(writer.file(f"predictions_{split}.npz"), **arrays)
     manifest = build_manifest(cfg, data, result, device, params, trainable,
                               timings={"load_seconds": load_seconds, "train_seconds": result.train_seconds,
                                        "eval_seconds": eval_seconds, "total_seconds": time.perf_counter() - started})
     if init_report is not None:
         manifest["model"]["init_from"] = init_report
+    if hasattr(model, "run_info"):  # e.g. pretrained: the base checkpoint and its hash, what was saved
+        manifest["model"].update(model.run_info())
+    if cost is not None:
+        manifest["cost"] = cost
     writer.write_json("manifest.json", manifest)
+    if cfg.tracking.report:
+        write_run_report(writer.tmp, writer.path)
     path = writer.commit()
     dist.shutdown()
     note(headline(metrics, data.task, path))
+    if cfg.tracking.mlflow:
+        log_run_to_mlflow(path, cfg)
     if result.stopped == "diverged":
         raise TrainingDiverged(f"{result.message} The best weights so far were saved in {path}.")
     return Run(path=path, metrics=metrics, config=cfg, history=result.history, manifest=manifest)
 
 
-def evaluate_run(model, task, data, cfg, device) -> dict:
-    """Metrics for val and test, the baseline's, and bootstrap intervals for test."""
+def evaluate_run(model, task, data, cfg, device, predictions: Optional[dict] = None) -> dict:
+    """Metrics for val and test, the baseline's, bootstrap intervals and calibration for test.
+
+    If `predictions` is a dict, the test split's targets and predictions are put in it as plain
+    arrays ({"test": {"y_true": ..., "proba"/"y_pred": ...}}) for the run folder.
+    """
     import torch
 
     from damoxing.evaluate.evaluation import evaluate_predictions
@@ -205,11 +239,16 @@ def evaluate_run(model, task, data, cfg, device) -> dict:
         if data.task == "regression":
             pred = data.preprocessing.decode_regression(pred)
         result = evaluate_predictions(task, data.y_original[split], pred, data.schema, train_targets,
-                                      n_resamples=1000 if split == "test" else 0, seed=cfg.train.seed)
+                                      n_resamples=cfg.evaluate.bootstrap if split == "test" else 0, seed=cfg.train.seed,
+                                      confidence=cfg.evaluate.confidence, calibration_bins=cfg.evaluate.calibration_bins)
         metrics[split] = result["metrics"]
         metrics.setdefault("baseline", {})[split] = result["baseline"]
         if "ci" in result:
             metrics[f"{split}_ci"] = result["ci"]
+        if split == "test" and "calibration" in result:
+            metrics["test_calibration"] = result["calibration"]
+        if split == "test" and predictions is not None:
+            predictions["test"] = prediction_arrays(data.task, data.y_original[split], pred)
     return metrics
 
 
@@ -226,6 +265,43 @@ def evaluate_language_model(model, task, data, batch_size: int, autocast, device
         metrics[split] = task.evaluate_split(model, x, y, n_bytes, batch_size, autocast)
         metrics.setdefault("baseline", {})[split] = task.unigram_baseline(data.y["train"], data.y[split], data.schema.vocab_size, n_bytes)
     return metrics
+def prediction_arrays(task: str, y_true: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
+    """Targets and predictions as plain numeric arrays: y_true + proba + pred (classification),
+    y_true + y_pred (regression and anything else numeric)."""
+    y_true, pred = np.asarray(y_true), np.asarray(pred)
+    if task == "classification":
+        return {"y_true": y_true.astype(np.int64), "proba": pred.astype(np.float32), "pred": pred.argmax(axis=1).astype(np.int64)}
+    return {"y_true": y_true.astype(np.float64), "y_pred": pred.astype(np.float64)}
+
+
+def device_name(device) -> str:
+    """The GPU's name on CUDA, else the CPU's (as the manifest records it)."""
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+
+
+def write_run_report(folder: Path, final_path: Path) -> None:
+    """report.html into a run folder; a failing plot must never lose the trained run."""
+    from damoxing.report.html import write_report
+
+    try:
+        write_report(folder, folder / "report.html", run_name=final_path.name)
+    except Exception as e:  # noqa: BLE001 - the run is complete without its report
+        warn(f"could not write report.html ({type(e).__name__}: {e}); `damoxing report {final_path}` retries it.")
+
+
+def log_run_to_mlflow(path: Path, cfg) -> None:
+    """Log a finished run to MLflow (tracking.mlflow); the run folder stays the source of truth."""
+    from damoxing.tracking import log_run
+
+    try:
+        run_id = log_run(path, cfg.tracking.mlflow, cfg.tracking.experiment or cfg.name)
+    except Exception as e:  # noqa: BLE001 - the run folder is complete; say what failed, keep it
+        warn(f"could not log the run to MLflow at {cfg.tracking.mlflow} ({type(e).__name__}: {e}). "
+             f"The run is saved in {path}; log it later with damoxing.tracking.log_run('{path}', '{cfg.tracking.mlflow}').")
+        return
+    note(f"logged to MLflow at {cfg.tracking.mlflow} (experiment '{cfg.tracking.experiment or cfg.name}', run {run_id})")
 
 
 def headline(metrics: dict, task: str, path: Path) -> str:

@@ -186,6 +186,31 @@ def generate(
 
 
 @app.command()
+def embed(
+    source: str = typer.Argument(..., help="A run folder of a pretrained model, a checkpoint folder, or a short name (minilm)."),
+    input: Path = typer.Argument(..., help="A .txt file (one text per line) or a CSV/Parquet table with a text column."),
+    out: Path = typer.Option(..., "--out", help="Write the embeddings to this .npy (N x D array) or .parquet (text, embedding)."),
+    column: Optional[str] = typer.Option(None, "--column", help="CSV/Parquet: the text column (default: the only text column)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Texts per forward pass."),
+) -> None:
+    """Sentence embeddings (mean-pooled, L2-normalized) of every text, from a pretrained model."""
+    from damoxing.console import note
+    from damoxing.embed import embed as embed_texts
+    from damoxing.embed import read_texts, write_embeddings
+    from damoxing.errors import UserError
+
+    if out.suffix.lower() not in (".npy", ".parquet"):
+        raise UserError(f"--out '{out}' must end in .npy or .parquet.")
+    if batch_size < 1:
+        raise UserError(f"--batch-size is {batch_size}; it must be 1 or more.")
+    texts = read_texts(input, column)
+    vectors = embed_texts(source, texts, batch_size=batch_size)
+    write_embeddings(out, texts, vectors)
+    note(f"embedded {len(texts)} texts into {vectors.shape[1]} dimensions")
+    typer.echo(str(out))
+
+
+@app.command()
 def init(
     template: str = typer.Argument("digits-cnn", help="Starter to write; `damoxing init --list` shows them."),
     out: Optional[Path] = typer.Option(None, "--out", help="File to write (default <template>.yaml)."),
@@ -236,6 +261,46 @@ def datasets() -> None:
         table.add_row(f"builtin:{d['name']}", d["kind"], d["task"], str(d["rows"]), str(d["shape"]),
                       str(d.get("n_classes") or ""), d["description"])
     _console().print(table)
+
+
+@app.command()
+def report(
+    run: Path = typer.Argument(..., help="A run folder."),
+    out: Optional[Path] = typer.Option(None, "--out", help="HTML file to write (default <RUN>/report.html)."),
+) -> None:
+    """Write the run's self-contained HTML report (plots embedded; works offline); prints its path."""
+    from damoxing.report.html import write_report
+    from damoxing.run_folder import check_run
+
+    typer.echo(str(write_report(check_run(run), out)))
+
+
+@app.command()
+def runs(
+    folder: Path = typer.Argument(Path("runs"), help="Folder holding run folders (default ./runs)."),
+    sort: str = typer.Option("created", "--sort", help="created | name | task | model | metric | params | train_seconds | energy_kwh"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Table of past runs read from their folders: task, model, headline metric, params, time, energy."""
+    from damoxing.tracking import list_runs, sort_runs
+
+    rows = sort_runs(list_runs(folder), sort)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table("run", "task", "model", "metric", "value (95% CI)", "params", "train s", "energy kWh")
+    for r in rows:
+        ci = f" ({r['metric_ci'][0]:.4f}-{r['metric_ci'][1]:.4f})" if r.get("metric_ci") else ""
+        value = f"{r['metric']:.4f}{ci}" if r.get("metric") is not None else ""
+        energy = "" if r.get("energy_kwh") is None else f"{r['energy_kwh']:.3g}" + (" (est.)" if r.get("energy_is_estimate") else "")
+        table.add_row(r["name"], r["task"], r["model"], r.get("metric_name") or "", value,
+                      "" if r.get("params") is None else f"{r['params']:,}",
+                      "" if r.get("train_seconds") is None else f"{r['train_seconds']:.2f}", energy)
+    _console().print(table)
+    if not rows:
+        typer.echo(f"no runs under {folder}", err=True)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -164,6 +164,57 @@ class TrainConfig(StrictModel):
         return int(number), unit
 
 
+class EvaluateConfig(StrictModel):
+    """How the test metrics' uncertainty is stated: bootstrap intervals and calibration bins."""
+
+    bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the test metrics' intervals (seeded by train.seed); 0 turns them off")
+    confidence: float = Field(0.95, gt=0, lt=1, description="coverage of the bootstrap intervals")
+    calibration_bins: int = Field(10, ge=1, le=100, description="equal-width bins of the reliability diagram (classification)")
+
+
+class CostConfig(StrictModel):
+    """What a run's cost block in manifest.json measures, and the figures its energy estimate uses."""
+
+    enabled: bool = Field(True, description="write the cost block (parameters, FLOPs, time, memory, energy, CO2)")
+    energy: Literal["auto", "codecarbon", "estimate"] = Field(
+        "auto", description="auto: codecarbon's offline tracker when installed, else estimate (TDP x utilization x time)")
+    country: str = Field("WORLD", description="ISO 3166 alpha-3 code (e.g. USA, FRA, CHN) picking a grid carbon intensity from the built-in table")
+    grid_g_per_kwh: Optional[float] = Field(None, gt=0, description="grid carbon intensity in g CO2 per kWh; overrides country")
+    cpu_watts_per_core: float = Field(10.0, gt=0, description="CPU power per fully busy core (TDP / cores) for the estimate")
+    gpu_watts: Optional[float] = Field(None, gt=0, description="GPU board power for the estimate; default from a table by device name")
+    peak_flops: Optional[float] = Field(None, gt=0, description="device peak FLOP/s for MFU; default from a table by device name (CUDA)")
+
+    @field_validator("country")
+    @classmethod
+    def _known_country(cls, value: str) -> str:
+        from damoxing.evaluate.cost import GRID_G_PER_KWH
+
+        code = value.strip().upper()
+        if code not in GRID_G_PER_KWH:
+            raise ValueError(
+                f"no grid carbon intensity is built in for '{value}'.{did_you_mean(code, GRID_G_PER_KWH)} "
+                f"Known codes: {', '.join(GRID_G_PER_KWH)}; or give your grid's figure as cost.grid_g_per_kwh"
+            )
+        return code
+
+
+class TrackingConfig(StrictModel):
+    """Where a run is recorded besides its run folder."""
+
+    mlflow: Optional[str] = Field(None, description="MLflow tracking URI: sqlite:///runs/mlflow.db (embedded) or http://host:5000 (a team server)")
+    experiment: Optional[str] = Field(None, description="MLflow experiment name; default: the config's name")
+    report: bool = Field(True, description="write report.html (an offline HTML model card) into the run folder")
+
+    @field_validator("mlflow")
+    @classmethod
+    def _is_uri(cls, value: Optional[str]) -> Optional[str]:
+        # A bare path would silently become MLflow's file store in a folder of that name.
+        if value is not None and not re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*:", value):
+            raise ValueError(f"'{value}' is not a tracking URI; use sqlite:///runs/mlflow.db (embedded, a file) "
+                             "or http://host:5000 (an MLflow server)")
+        return value
+
+
 class ModelConfigBase(StrictModel):
     """Base of every model family's options. `size` picks a preset; explicit options override it."""
 
@@ -176,6 +227,9 @@ class ConfigBase(StrictModel):
     task: Optional[Task] = Field(None, description="inferred from the data when omitted")
     data: DataConfig
     train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    cost: CostConfig = CostConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
 
 @functools.lru_cache(maxsize=1)

@@ -68,10 +68,19 @@ def cases():
             yield pytest.param(name, kind, id=f"{name}-{kind}")
 
 
-def build(name: str, schema: DataSchema) -> torch.nn.Module:
+def tiny_config(name: str, schema: DataSchema):
+    """The family's tiny preset; `pretrained` has no presets: its size is a tiny random checkpoint written for this schema."""
     family = MODELS.get(name)
+    if name == "pretrained":
+        from hf_fixtures import tiny_checkpoint
+
+        return family.config_class(type=name, path=str(tiny_checkpoint(schema.kind, schema.vocab_size)))
+    return family.config_class(type=name, size="tiny")
+
+
+def build(name: str, schema: DataSchema) -> torch.nn.Module:
     torch.manual_seed(0)
-    return create_model(family.config_class(type=name, size="tiny"), schema)
+    return create_model(tiny_config(name, schema), schema)
 
 
 @pytest.mark.parametrize("name,kind", list(cases()))
@@ -95,7 +104,7 @@ def test_save_load_gives_identical_outputs(name, kind, tmp_path):
     model = build(name, schema).eval()
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "m.safetensors"))
     torch.manual_seed(123)  # a different init: the loaded weights must replace it
-    other = create_model(MODELS.get(name).config_class(type=name, size="tiny"), schema).eval()
+    other = create_model(tiny_config(name, schema), schema).eval()
     other.load_state_dict(load_file(str(tmp_path / "m.safetensors")))
     with torch.no_grad():
         assert torch.equal(model(x), other(x))

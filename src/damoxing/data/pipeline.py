@@ -362,6 +362,8 @@ def _text_codec(config, base_dir: Optional[Path], train_texts: list[str]) -> Tex
         if (run / "tokenizer.json").exists():
             path = str(run)
             note(f"using the tokenizer of {run} (model.init_from), so token ids match its weights")
+    if path is None and getattr(config.model, "tokenizer_path", None):  # a pretrained checkpoint reads text with its own tokenizer
+        path = config.model.tokenizer_path
     if path is not None:
         return TextCodec.from_pretrained(resolve_path(path, base_dir), max_length=tok.max_length)
     return TextCodec(tok.kind, tok.vocab_size, tok.min_frequency, tok.lowercase, tok.max_length).fit(train_texts)

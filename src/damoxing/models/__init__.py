@@ -18,7 +18,7 @@ from damoxing.registry import Registry
 MODELS: Registry = Registry("model")
 
 # Importing a family registers it. Order = order in listings and in the JSON schema.
-_FAMILIES = ["linear", "mlp", "cnn", "rnn", "transformer", "gpt", "vae", "gan"]
+_FAMILIES = ["linear", "mlp", "cnn", "rnn", "transformer", "gpt", "vae", "gan", "pretrained"]
 for _name in _FAMILIES:
     importlib.import_module(f"damoxing.models.{_name}")
 

@@ -11,7 +11,7 @@ TEMPLATES = {
     "digits-mlp": "seed 002's MLP (one hidden layer of 128, SGD) on the digits table",
     "tabular": "an MLP on your own CSV/Parquet table (classification or regression)",
     "diabetes-regression": "seed 004's dense regression (hidden 10, ReLU, Adam, MSE) on diabetes",
-    "text-classification": "a transformer (or rnn / gpt) on a text column of your CSV/Parquet table",
+    "text-classification": "fine-tune the bundled MiniLM encoder (LoRA) on a text column of your CSV/Parquet table",
     "language-model": "a GPT-style language model on your .txt corpus; then `damoxing generate`",
     "vae-digits": "a variational autoencoder generating 8x8 digits (loss = negative ELBO; sample grids)",
     "gan-digits": "a DCGAN generating 8x8 digits (two players, two optimizers; sample grids)",

@@ -178,7 +178,10 @@ def fit(
             raise ConfigError(f"Model '{type(model).__name__}' runs its own update steps, which train in one process only; drop --nproc.")
         optimizers = model.configure_optimizers(config)
     else:
-        optimizer = build_optimizer(train_module.parameters(), config.optimizer)
+        # a model may group its parameters (pretrained: a head lr, layer-wise lr decay); the schedule scales every group alike
+        core = dist.unwrap(train_module)  # the model itself, or its sharded copy under FSDP
+        params = core.param_groups(config.optimizer) if hasattr(core, "param_groups") else train_module.parameters()
+        optimizer = build_optimizer(params, config.optimizer)
         optimizers = {"model": optimizer}
     param_groups = [group for opt in optimizers.values() for group in opt.param_groups]
     base_lrs = [group["lr"] for group in param_groups]
