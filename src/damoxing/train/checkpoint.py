@@ -208,7 +208,6 @@ class Checkpointer:
     identity: dict[str, Any] = field(default_factory=dict)
     resume: Optional[Checkpoint] = None
     write: bool = True
-    saved: int = 0
 
     def due_after_step(self, step: int) -> bool:
         return self.every is not None and self.every[1] == "steps" and step % self.every[0] == 0
@@ -219,7 +218,6 @@ class Checkpointer:
     def save(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         if self.write:
             write_checkpoint(self.path, tensors, {**self.identity, **meta})
-        self.saved += 1
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Several processes on torch.distributed: launch through torchrun, wrap the model, reduce measurements.
 
-`damoxing train CFG --nproc N` re-invokes itself under torchrun (torch.distributed.run) on this
-machine; for several machines run torchrun yourself on each:
+`damoxing train CFG --nproc N` runs torchrun's launcher (torch.distributed.run) in its own process,
+which starts N workers on this machine, each running `python -m damoxing train CFG ...`; for
+several machines run torchrun yourself on each:
 
     torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
         -m damoxing train CFG.yaml
