@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from damoxing.config import TrainConfig
-from damoxing.data.batching import ImageAugment, ResidentBatches, StreamedBatches, choose_path, shard_order
+from damoxing.data.batching import ImageAugment, ResidentBatches, StreamedBatches, choose_path, fits_on_device, shard_order
 from damoxing.errors import ConfigError
 from damoxing.config import AugmentConfig
 
@@ -69,6 +69,7 @@ def test_choose_path_honours_the_setting_and_the_size():
     assert path == "streamed" and "exceed" in why and "RAM" in why
     path, why = choose_path(TrainConfig(), 1000, CPU)
     assert path == "resident" and "fit in 50%" in why
+    assert fits_on_device(1000, CPU) and not fits_on_device(10**15, CPU)
 
 
 def test_crop_takes_a_window_of_the_padded_image_and_flip_mirrors():

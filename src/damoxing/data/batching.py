@@ -224,6 +224,11 @@ def available_memory(device: torch.device) -> tuple[int, str]:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "of free RAM"
 
 
+def fits_on_device(nbytes: int, device: torch.device) -> bool:
+    """Whether tensors of `nbytes` take at most RESIDENT_FRACTION of the device's free memory."""
+    return nbytes <= RESIDENT_FRACTION * available_memory(device)[0]
+
+
 def choose_path(config: TrainConfig, nbytes: int, device: torch.device) -> tuple[str, str]:
     """("resident" | "streamed", why): train.data_on_device, or on auto the size vs free memory."""
     if config.data_on_device is True:

@@ -35,7 +35,7 @@ import torch
 
 from damoxing.config import TrainConfig
 from damoxing.console import note, warn
-from damoxing.data.batching import choose_path, make_batches
+from damoxing.data.batching import choose_path, fits_on_device, make_batches
 from damoxing.errors import ConfigError
 from damoxing.train import distributed as dist
 from damoxing.train.checkpoint import Checkpointer, capture_state, restore_state
@@ -159,8 +159,8 @@ def fit(
         model.to(memory_format=torch.channels_last)
     data_path, why = choose_path(config, train.nbytes + (val.nbytes if val is not None else 0), device)
     batches = make_batches(train.x, train.y, data_path, config, device, ctx.rank, ctx.world, channels_last)
-    if val is not None and len(val):  # resident unless it alone is too large (tasks then move batches)
-        val = val.to(device) if data_path == "resident" or choose_path(config, val.nbytes, device)[0] == "resident" else val
+    if val is not None and len(val):  # on the device unless it alone would not fit (the tasks then move batches)
+        val = val.to(device) if data_path == "resident" or fits_on_device(val.nbytes, device) else val
     else:
         val = None
     where = f"on {device}" if data_path == "resident" else f"through a DataLoader, {batches.workers} worker process(es)"
