@@ -45,6 +45,18 @@ def cli(capsys):
     return run
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models train as fast on one torch thread, and many times faster when the machine's cores are
+    busy; a module opts in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def run_subprocess(*args: str, cwd: Path | None = None, timeout: int = 300) -> CliResult:
     """The installed console script in a fresh process (for start-up time and traceback checks)."""
     exe = Path(sys.executable).parent / "damoxing"

@@ -17,15 +17,7 @@ from conftest import write_yaml
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """These tiny models train as fast on one thread, and many times faster when the machine's cores are busy."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 ARITHMETIC = re.compile(r"^ \d+\.\n\d+ plus \d+ is \d+\.")  # " 42.\n7 plus 8 is 15." : the corpus's own format

@@ -14,13 +14,7 @@ from conftest import write_yaml
 from hf_fixtures import two_topic_sentences, write_tiny_bert, write_tiny_gpt2, write_topics_csv
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models train as fast on one thread, and much faster when the machine's cores are busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
