@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from hf_fixtures import two_topic_sentences, write_tiny_bert, write_topics_csv
 
