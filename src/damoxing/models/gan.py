@@ -32,6 +32,7 @@ from torch import nn
 from damoxing.config import ModelConfigBase, TrainConfig
 from damoxing.errors import ConfigError
 from damoxing.models import MODELS
+from damoxing.models.layers import choose_architecture
 
 
 class GANConfig(ModelConfigBase):
@@ -109,15 +110,8 @@ class GAN(nn.Module):
         self.input_shape = tuple(input_shape)
         self.latent_dim = config.latent_dim
         self.real_target = 1.0 - config.label_smoothing
-        architecture = config.architecture
-        if architecture == "auto":
-            architecture = "conv" if len(self.input_shape) == 3 else "mlp"
-        if architecture == "conv" and len(self.input_shape) != 3:
-            raise ConfigError(f"model.architecture 'conv' needs images (C, H, W); this data has shape {self.input_shape}. Use architecture: mlp (or auto).")
-        self.architecture = architecture
+        self.architecture = architecture = choose_architecture(config.architecture, self.input_shape, config.conv_channels)
         if architecture == "conv":
-            if not config.conv_channels:
-                raise ConfigError("model.conv_channels must list at least one channel count for architecture 'conv', e.g. [32, 64].")
             self.discriminator, self.generator = conv_players(self.input_shape, config.conv_channels, self.latent_dim)
         else:
             flat = math.prod(self.input_shape)

@@ -22,9 +22,8 @@ from pydantic import Field
 from torch import nn
 
 from damoxing.config import ModelConfigBase
-from damoxing.errors import ConfigError
 from damoxing.models import MODELS
-from damoxing.models.layers import dense_stack
+from damoxing.models.layers import choose_architecture, dense_stack
 
 
 class VAEConfig(ModelConfigBase):
@@ -76,15 +75,8 @@ class VAE(nn.Module):
         self.input_shape = tuple(input_shape)
         self.latent_dim = config.latent_dim
         self.beta = config.beta
-        architecture = config.architecture
-        if architecture == "auto":
-            architecture = "conv" if len(self.input_shape) == 3 else "mlp"
-        if architecture == "conv" and len(self.input_shape) != 3:
-            raise ConfigError(f"model.architecture 'conv' needs images (C, H, W); this data has shape {self.input_shape}. Use architecture: mlp (or auto).")
-        self.architecture = architecture
+        self.architecture = architecture = choose_architecture(config.architecture, self.input_shape, config.conv_channels)
         if architecture == "conv":
-            if not config.conv_channels:
-                raise ConfigError("model.conv_channels must list at least one channel count for architecture 'conv', e.g. [32, 64].")
             self.encoder, self.decoder, self.feature_shape = conv_body(self.input_shape, config.conv_channels)
             flat = math.prod(self.feature_shape)
             self.to_latent = nn.Linear(flat, 2 * self.latent_dim)
