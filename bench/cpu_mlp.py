@@ -144,10 +144,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
 
-    from damoxing.config import load_config
     from damoxing.data.pipeline import prepare_data
+    from damoxing.models import data_needs
+    from damoxing.spec import load_config
 
-    data = prepare_data(load_config(config()))
+    cfg = load_config(config())
+    data = prepare_data(cfg, data_needs(cfg.model))
     x, y = torch.as_tensor(data.x["train"]), torch.as_tensor(data.y["train"])
     xt, yt = torch.as_tensor(data.x["test"]), torch.as_tensor(data.y["test"])
 

@@ -63,7 +63,7 @@ def steady_rate(epoch_seconds: list[float]) -> float:
 def run_damoxing(x, y, epochs: int) -> list[float]:
     from damoxing.config import TrainConfig
     from damoxing.tasks import TASKS
-    from damoxing.train.loop import Split, fit
+    from damoxing.training.loop import Split, fit
 
     config = TrainConfig(epochs=epochs, batch_size=BATCH, optimizer={"name": "adam", "lr": LR}, seed=SEED)
     result = fit(cnn(), Split(x, y), None, TASKS.get("classification")(config), config, DEVICE)

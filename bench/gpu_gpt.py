@@ -68,7 +68,7 @@ def flops_per_token(model, config, context: int) -> float:
 def run_damoxing(x, y, epochs: int, device, size: str, context: int) -> tuple[list[float], object]:
     from damoxing.config import TrainConfig
     from damoxing.tasks import TASKS
-    from damoxing.train.loop import Split, fit
+    from damoxing.training.loop import Split, fit
 
     model, config = build(size, context)
     train = TrainConfig(epochs=epochs, batch_size=BATCH, optimizer={"name": "adamw", "lr": LR, "weight_decay": 0.1}, seed=SEED)

@@ -38,9 +38,9 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
+    from hf_fixtures import write_topics_csv
 
     from damoxing.api import train
-    from hf_fixtures import write_topics_csv
 
     if args.threads:
         torch.set_num_threads(args.threads)

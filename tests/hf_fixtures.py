@@ -56,7 +56,14 @@ def _words(texts) -> list[str]:
 
 def write_wordpiece_tokenizer(folder: Path, words: list[str]) -> int:
     """A BERT-style WordPiece tokenizer (lowercasing, [CLS] text [SEP]) as tokenizer.json, vocab.txt and tokenizer_config.json."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
 
     pieces = list(string.ascii_lowercase + string.digits + ".,!?'-") + [f"##{c}" for c in string.ascii_lowercase + string.digits]
     vocab = {token: i for i, token in enumerate(dict.fromkeys(SPECIALS + pieces + list(words)))}
@@ -94,7 +101,7 @@ def write_bpe_tokenizer(folder: Path, texts: list[str], vocab_size: int = 320) -
 
 
 def _quiet_transformers():
-    from damoxing.models.checkpoint import transformers_module
+    from damoxing.models.hf_checkpoint import transformers_module
 
     return transformers_module()
 

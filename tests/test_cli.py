@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import fast_train, run_subprocess, write_yaml
 
 DIGITS_MLP = {"name": "dmlp", "data": {"source": "builtin:digits"}, "model": {"type": "mlp", "size": "tiny"},
@@ -233,7 +232,7 @@ def test_out_folder_holding_a_run_is_not_overwritten(cli, digits_run, tmp_path):
 def test_damoxing_train_stays_callable_after_the_train_package_is_imported(tmp_path):
     """`damoxing.train` is both the API function and a subpackage; the second call must still train."""
     import damoxing
-    import damoxing.train.loop  # noqa: F401 - binds damoxing.train to the subpackage
+    import damoxing.training.loop  # noqa: F401 - binds damoxing.train to the subpackage
 
     cfg = {"data": {"source": "builtin:iris"}, "model": {"type": "linear"}, "train": {"epochs": 1}}
     first = damoxing.train(cfg, out=tmp_path / "a", quiet=True)
@@ -243,7 +242,7 @@ def test_damoxing_train_stays_callable_after_the_train_package_is_imported(tmp_p
 
 def test_damoxing_evaluate_stays_callable_after_the_evaluate_package_is_imported(digits_run):
     import damoxing
-    import damoxing.evaluate.metrics  # noqa: F401 - binds damoxing.evaluate to the subpackage
+    import damoxing.evaluation.metrics  # noqa: F401 - binds damoxing.evaluate to the subpackage
 
     result = damoxing.evaluate(digits_run.path)
     assert result["metrics"]["accuracy"] == pytest.approx(digits_run.metrics["test"]["accuracy"])

@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from damoxing.config import apply_overrides, config_schema, dump_config, load_config, parse_override
-from damoxing.errors import ConfigError
+from damoxing.config import apply_overrides, dump_config, parse_override
+from damoxing.core.errors import ConfigError
+from damoxing.spec import config_schema, load_config
 
 BASE = {"data": {"source": "builtin:iris"}, "model": {"type": "mlp"}}
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 from hf_fixtures import two_topic_sentences, write_tiny_bert, write_topics_csv
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -38,7 +36,7 @@ def test_embed_a_checkpoint_to_parquet_and_npy(cli, folder, tmp_path):
 
 def test_embed_from_runs_frozen_keeps_the_base_lora_changes_it(cli, folder, tmp_path):
     from damoxing.api import train
-    from damoxing.embed import embed
+    from damoxing.inference.embeddings import embed
 
     texts = pd.read_csv(folder / "topics.csv")["text"].tolist()[:10]
     base = embed(folder / "bert", texts)

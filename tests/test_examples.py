@@ -49,9 +49,10 @@ def check_generation_example(run):
 
 
 def test_templates_are_valid_configs():
-    from damoxing.config import load_config
-    from damoxing.templates import TEMPLATES, template_text
     import yaml
+
+    from damoxing.spec import load_config
+    from damoxing.templates import TEMPLATES, template_text
 
     for name in TEMPLATES:
         load_config(yaml.safe_load(template_text(name)))

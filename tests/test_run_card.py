@@ -14,8 +14,6 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import write_yaml
-
 CHROMIUM = Path("/usr/bin/chromium")
 POSITIVE_COST_FIELDS = ("params", "trainable_params", "flops_per_sample", "train_flops", "train_seconds", "eval_seconds",
                         "samples_per_second", "peak_memory_bytes", "energy_kwh", "co2_kg", "grid_g_per_kwh")
@@ -179,7 +177,7 @@ def test_report_renders_in_headless_chromium(tracked, tmp_path):
 
 
 def test_commented_template_sections_are_valid_when_uncommented():
-    from damoxing.config import load_config
+    from damoxing.spec import load_config
     from damoxing.templates import template_text
 
     lines = template_text("digits-cnn").splitlines()
@@ -191,8 +189,8 @@ def test_commented_template_sections_are_valid_when_uncommented():
 
 
 def test_tracking_uri_must_be_a_uri():
-    from damoxing.config import load_config
-    from damoxing.errors import ConfigError
+    from damoxing.core.errors import ConfigError
+    from damoxing.spec import load_config
 
     with pytest.raises(ConfigError, match="sqlite:///runs/mlflow.db"):
         load_config({"data": {"source": "builtin:iris"}, "model": "mlp", "tracking": {"mlflow": "runs/mlflow.db"}})

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
-
 from conftest import write_yaml
 
 

@@ -12,10 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import write_yaml
-
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -74,7 +71,7 @@ def test_sampling_is_reproducible_with_a_seed(lm_run):
     first = model.generate("3 plus", seed=7, **options)
     assert first == model.generate("3 plus", seed=7, **options) and first
     assert re.match(r"^ \d+ is \d+\.", first), repr(first)
-    from damoxing.generate import generate
+    from damoxing.verbs.generate import generate
 
     pieces: list[str] = []  # streamed: one callback per decoded piece, as tokens are sampled
     assert generate(lm_run.path, prompt="3 plus", seed=7, on_text=pieces.append, **options) == first == "".join(pieces)
@@ -84,7 +81,7 @@ def test_sampling_is_reproducible_with_a_seed(lm_run):
 def test_pick_token_respects_top_k_top_p_and_greedy():
     import torch
 
-    from damoxing.generate import pick_token
+    from damoxing.inference.text import pick_token
 
     logits = torch.tensor([0.0, 3.0, 2.9, -1.0])
     assert pick_token(logits, temperature=0) == 1

@@ -8,13 +8,13 @@
 Heavy libraries (torch, pandas) are imported only when a function needs them.
 """
 
-__version__ = "0.1.0"
+from damoxing.core.version import __version__
 
-__all__ = ["train", "load", "evaluate", "predict", "__version__"]
+__all__ = ["train", "load", "evaluate", "predict", "generate", "__version__"]
 
 
 def __getattr__(name):
-    if name in ("train", "load", "evaluate", "predict", "Run"):
+    if name in ("train", "load", "evaluate", "predict", "generate", "Run", "Predictor"):
         from damoxing import api
 
         return getattr(api, name)

@@ -49,7 +49,7 @@ def train(
     """Train, evaluate and save a run; prints the run folder's path last."""
     import os
 
-    from damoxing.errors import UserError
+    from damoxing.core.errors import UserError
 
     if config is None and resume is None:
         raise UserError("train needs a CONFIG file (see `damoxing init`), or --resume RUN to continue an interrupted run.")
@@ -57,10 +57,10 @@ def train(
         raise UserError("--out does not go with --resume: a resumed run finishes in its own folder (the RUN you passed).")
     under_torchrun = "WORLD_SIZE" in os.environ
     if nproc > 1 and not under_torchrun:
-        from damoxing.train.distributed import launch
+        from damoxing.training.distributed import launch
 
         if config is not None:
-            from damoxing.config import load_config
+            from damoxing.spec import load_config
 
             load_config(config, _parse_sets(set_))  # a bad config fails here, once, not in every process
         argv = (["--debug"] if _state["debug"] else []) + ["train"] + ([str(config)] if config is not None else [])
@@ -71,7 +71,7 @@ def train(
         if code:
             sys.exit(code)  # the workers said why (rank 0 prints a user error)
         return
-    from damoxing.api import train as train_run
+    from damoxing.verbs.train import train as train_run
 
     run = train_run(config, out=out, quiet=quiet, overrides=_parse_sets(set_), resume=resume)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -85,7 +85,7 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Re-evaluate a saved run on its test split or on new labelled data."""
-    from damoxing.api import evaluate as evaluate_run
+    from damoxing.verbs.evaluate import evaluate as evaluate_run
 
     result = evaluate_run(run, data)
     if as_json:
@@ -125,28 +125,13 @@ def predict(
     out: Optional[Path] = typer.Option(None, "--out", help="Write predictions to this CSV/Parquet (default: print CSV)."),
 ) -> None:
     """Predict with a saved run; writes `prediction` (and `proba_<class>` for classifiers)."""
-    import pandas as pd
+    from damoxing.verbs.predict import predict_file
 
-    from damoxing.api import load
-    from damoxing.errors import UserError
-    from damoxing.predictor import read_table_or_arrays
-
-    predictor = load(run)
-    inputs, _ = read_table_or_arrays(input, predictor.schema.kind, predictor.preprocessing.target)
-    frame = pd.DataFrame({"prediction": predictor.predict(inputs)})
-    if predictor.task_name == "classification":
-        proba = predictor.predict_proba(inputs)
-        for j, name in enumerate(predictor.classes_):
-            frame[f"proba_{name}"] = proba[:, j]
+    frame = predict_file(run, input, out)
     if out is None:
         typer.echo(frame.to_csv(index=False), nl=False)
         return
-    if out.suffix.lower() not in (".csv", ".parquet"):
-        raise UserError(f"--out '{out}' must end in .csv or .parquet.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(out, index=False) if out.suffix.lower() == ".parquet" else frame.to_csv(out, index=False)
     typer.echo(str(out))
-
 
 @app.command()
 def generate(
@@ -163,11 +148,11 @@ def generate(
 ) -> None:
     """Generate with a saved run: a language model continues --prompt (streaming the text as it is made);
     a vae or gan draws --n new images into --out."""
-    from damoxing.generate import generate as generate_run
-    from damoxing.generate import run_task
+    from damoxing.verbs.generate import generate as generate_run
+    from damoxing.verbs.generate import run_task
 
     if run_task(run) == "generation":
-        generate_images_command(run, n=n, out=out, seed=0 if seed is None else seed, interpolate=interpolate)
+        typer.echo(str(generate_run(run, n=n, out=out, seed=seed, interpolate=interpolate)))
         return
 
     echoed = False  # the prompt is echoed once the run is known to generate, so an error leaves stdout empty
@@ -194,21 +179,9 @@ def embed(
     batch_size: int = typer.Option(64, "--batch-size", help="Texts per forward pass."),
 ) -> None:
     """Sentence embeddings (mean-pooled, L2-normalized) of every text, from a pretrained model."""
-    from damoxing.console import note
-    from damoxing.embed import embed as embed_texts
-    from damoxing.embed import read_texts, write_embeddings
-    from damoxing.errors import UserError
+    from damoxing.verbs.embed import embed_file
 
-    if out.suffix.lower() not in (".npy", ".parquet"):
-        raise UserError(f"--out '{out}' must end in .npy or .parquet.")
-    if batch_size < 1:
-        raise UserError(f"--batch-size is {batch_size}; it must be 1 or more.")
-    texts = read_texts(input, column)
-    vectors = embed_texts(source, texts, batch_size=batch_size)
-    write_embeddings(out, texts, vectors)
-    note(f"embedded {len(texts)} texts into {vectors.shape[1]} dimensions")
-    typer.echo(str(out))
-
+    typer.echo(str(embed_file(source, input, out, column=column, batch_size=batch_size)))
 
 @app.command()
 def init(
@@ -227,24 +200,17 @@ def init(
     text = template_text(template)
     target = out or Path(f"{template}.yaml")
     if target.exists() and not force:
-        from damoxing.errors import UserError
+        from damoxing.core.errors import UserError
 
         raise UserError(f"'{target}' already exists; pass --force to overwrite it or --out to write elsewhere.")
     target.write_text(text)
     typer.echo(str(target))
 
 
-def generate_images_command(run: Path, n: int, out: Optional[Path], seed: int, interpolate: bool) -> None:
-    """The image half of `generate` (task generation: vae, gan): a PNG grid or an NPZ, then its path."""
-    from damoxing.generate_images import generate_images
-
-    typer.echo(str(generate_images(run, n=n, seed=seed, out=out, interpolate=interpolate)))
-
-
 @app.command()
 def schema() -> None:
     """Print the config's JSON Schema (for editor autocompletion)."""
-    from damoxing.config import config_schema
+    from damoxing.spec import config_schema
 
     typer.echo(json.dumps(config_schema(), indent=2))
 
@@ -270,7 +236,7 @@ def report(
 ) -> None:
     """Write the run's self-contained HTML report (plots embedded; works offline); prints its path."""
     from damoxing.report.html import write_report
-    from damoxing.run_folder import check_run
+    from damoxing.runs.folder import check_run
 
     typer.echo(str(write_report(check_run(run), out)))
 
@@ -282,7 +248,7 @@ def runs(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Table of past runs read from their folders: task, model, headline metric, params, time, energy."""
-    from damoxing.tracking import list_runs, sort_runs
+    from damoxing.runs.tracking import list_runs, sort_runs
 
     rows = sort_runs(list_runs(folder), sort)
     if as_json:
@@ -305,7 +271,7 @@ def runs(
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: runs the app and turns user errors into one paragraph and exit code 2."""
-    from damoxing.errors import UserError
+    from damoxing.core.errors import UserError
 
     try:
         app(args=argv, standalone_mode=False)

@@ -8,17 +8,15 @@ of every registered model family's own config class, chosen by `model.type`.
 
 from __future__ import annotations
 
-import functools
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from damoxing.errors import ConfigError, choices_text, did_you_mean
+from damoxing.core.errors import ConfigError, did_you_mean
 
-Task = Literal["classification", "regression", "language_modeling", "generation"]
 Size = Literal["tiny", "small", "base"]
 
 
@@ -68,7 +66,7 @@ class DataConfig(StrictModel):
 
 
 class OptimizerConfig(StrictModel):
-    name: Literal["sgd", "adam", "adamw"] = "adam"
+    name: str = Field("adam", description="an optimizer registered in training/optim.py")
     lr: float = Field(1e-3, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
     nesterov: bool = False
@@ -77,7 +75,7 @@ class OptimizerConfig(StrictModel):
 
 
 class ScheduleConfig(StrictModel):
-    name: Literal["constant", "step", "cosine", "linear", "reduce_on_plateau"] = "constant"
+    name: str = Field("constant", description="a schedule registered in training/optim.py")
     warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up from 0 over this many epochs")
     step_epochs: int = Field(10, ge=1, description="step: multiply lr by gamma every step_epochs")
     gamma: float = Field(0.1, gt=0, le=1)
@@ -107,6 +105,17 @@ class LoaderConfig(StrictModel):
     prefetch_factor: int = Field(2, ge=1, description="batches each worker prepares ahead")
 
 
+# Approximate annual-average carbon intensity of electricity generation, g CO2 per kWh, rounded
+# (public 2023 figures, e.g. Ember / IEA), picked by cost.country. A rough default only: set
+# cost.grid_g_per_kwh for your grid.
+GRID_G_PER_KWH: dict[str, float] = {
+    "WORLD": 480, "EU": 250, "USA": 370, "CAN": 130, "MEX": 420, "BRA": 100, "ARG": 340,
+    "GBR": 240, "IRL": 280, "FRA": 55, "DEU": 380, "NLD": 270, "BEL": 150, "CHE": 40, "AUT": 110,
+    "ITA": 330, "ESP": 170, "PRT": 160, "SWE": 40, "NOR": 30, "FIN": 80, "DNK": 150, "POL": 660,
+    "CZE": 430, "RUS": 440, "TUR": 440, "CHN": 580, "IND": 710, "JPN": 480, "KOR": 430, "TWN": 560,
+    "SGP": 470, "IDN": 680, "AUS": 550, "NZL": 110, "ZAF": 710, "SAU": 560, "ARE": 420,
+}
+
 _EVERY = re.compile(r"^\s*(\d+)\s*(epochs?|steps?)\s*$")
 
 
@@ -120,7 +129,7 @@ class TrainConfig(StrictModel):
     monitor: str = Field("val_loss", description="val_loss or val_<metric> (e.g. val_accuracy): picks the best epoch, drives early stopping and reduce_on_plateau")
     monitor_mode: Literal["auto", "min", "max"] = Field("auto", description="auto: max for accuracy-like metrics, min for losses")
     restore_best: bool = Field(True, description="end with the weights of the best epoch by `monitor`")
-    loss: Literal["auto", "cross_entropy", "mse", "mae", "huber"] = "auto"
+    loss: str = Field("auto", description="auto (the task's default) or a loss registered in tasks/base.py")
     l1: float = Field(0.0, ge=0)
     l2: float = Field(0.0, ge=0)
     clip_grad_norm: Optional[float] = Field(None, gt=0)
@@ -187,8 +196,6 @@ class CostConfig(StrictModel):
     @field_validator("country")
     @classmethod
     def _known_country(cls, value: str) -> str:
-        from damoxing.evaluate.cost import GRID_G_PER_KWH
-
         code = value.strip().upper()
         if code not in GRID_G_PER_KWH:
             raise ValueError(
@@ -224,27 +231,12 @@ class ModelConfigBase(StrictModel):
 
 class ConfigBase(StrictModel):
     name: str = Field("run", pattern=r"^[A-Za-z0-9_.\-]+$")
-    task: Optional[Task] = Field(None, description="inferred from the data when omitted")
+    task: Optional[str] = Field(None, description="a registered task; inferred from the data when omitted")
     data: DataConfig
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     cost: CostConfig = CostConfig()
     tracking: TrackingConfig = TrackingConfig()
-
-
-@functools.lru_cache(maxsize=1)
-def config_class() -> type[ConfigBase]:
-    """The full Config class: ConfigBase plus `model`, a union over every registered family."""
-    from damoxing.models import MODELS
-
-    families = tuple(entry.config_class for _, entry in MODELS.items())
-    model_union = Annotated[Union[families], Field(discriminator="type")]  # type: ignore[valid-type]
-    return create_model("Config", __base__=ConfigBase, model=(model_union, ...))
-
-
-def config_schema() -> dict[str, Any]:
-    """JSON Schema of the config, for editors' autocompletion."""
-    return config_class().model_json_schema()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,103 +291,6 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     return out
 
 
-def load_config(source: str | Path | dict[str, Any], overrides: dict[str, Any] | None = None):
-    """Validate a config from a YAML path or a dict, with dotted-key overrides applied first."""
-    data = dict(source) if isinstance(source, dict) else read_yaml(source)
-    data = apply_overrides(data, overrides or {})
-    model = data.get("model")
-    if isinstance(model, str):  # `model: mlp` is shorthand for `model: {type: mlp}`
-        data["model"] = {"type": model}
-    cls = config_class()
-    try:
-        config = cls.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, data)) from None
-    return config
-
-
 def dump_config(config: BaseModel) -> str:
     """The resolved config as YAML, every default filled in."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Error messages
-
-
-def _allowed_keys(data: dict[str, Any], loc: tuple) -> list[str]:
-    """The keys valid at a location of the config, found by walking the Config model."""
-    cls: Any = config_class()
-    node: Any = data
-    for part in loc[:-1]:
-        if isinstance(node, dict):
-            node = node.get(part)
-        field = getattr(cls, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        ann = field.annotation
-        if part == "model" and cls is config_class():
-            from damoxing.models import MODELS
-
-            type_name = node.get("type") if isinstance(node, dict) else None
-            if type_name not in MODELS:
-                return []
-            cls = MODELS.get(type_name).config_class
-            continue
-        cls = _unwrap_model(ann)
-        if cls is None:
-            return []
-    return list(getattr(cls, "model_fields", {}))
-
-
-def _unwrap_model(ann: Any) -> Any:
-    if isinstance(ann, type) and issubclass(ann, BaseModel):
-        return ann
-    for arg in getattr(ann, "__args__", ()) or ():
-        found = _unwrap_model(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def format_validation_error(error: ValidationError, data: dict[str, Any]) -> str:
-    lines = []
-    for err in error.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _MODEL_TAGS()))
-        key = ".".join(str(p) for p in loc) or "(top level)"
-        kind = err["type"]
-        value = err.get("input")
-        if kind == "extra_forbidden":
-            allowed = _allowed_keys(data, loc)
-            lines.append(
-                f"Unknown key '{key}'.{did_you_mean(loc[-1], allowed)}"
-                + (f" Valid keys here: {choices_text(allowed)}." if allowed else "")
-            )
-        elif kind == "union_tag_invalid":
-            from damoxing.models import MODELS
-
-            tag = err.get("ctx", {}).get("tag", value)
-            lines.append(
-                f"'{key}.type' is '{tag}', which is not a model.{did_you_mean(tag, MODELS.names())} "
-                f"Valid model types: {choices_text(MODELS.names())}."
-            )
-        elif kind == "union_tag_not_found":
-            from damoxing.models import MODELS
-
-            lines.append(f"'{key}' needs a 'type'. Valid model types: {choices_text(MODELS.names())}.")
-        elif kind == "literal_error":
-            expected = err.get("ctx", {}).get("expected", "")
-            choices = [c.strip().strip("'") for c in expected.replace(" or ", ",").split(",") if c.strip()]
-            lines.append(f"'{key}' is {value!r}, which is not valid.{did_you_mean(value, choices)} Valid values: {expected}.")
-        elif kind == "missing":
-            lines.append(f"'{key}' is required but missing.")
-        else:
-            lines.append(f"'{key}' is {value!r}: {err['msg']}.")
-    return "Invalid config: " + " ".join(lines)
-
-
-@functools.lru_cache(maxsize=1)
-def _MODEL_TAGS() -> frozenset[str]:
-    from damoxing.models import MODELS
-
-    return frozenset(MODELS.names())

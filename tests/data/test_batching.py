@@ -5,10 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from damoxing.config import TrainConfig
-from damoxing.data.batching import ImageAugment, ResidentBatches, StreamedBatches, choose_path, fits_on_device, shard_order
-from damoxing.errors import ConfigError
-from damoxing.config import AugmentConfig
+from damoxing.config import AugmentConfig, TrainConfig
+from damoxing.core.errors import ConfigError
+from damoxing.training.batches import (
+    ImageAugment,
+    ResidentBatches,
+    StreamedBatches,
+    choose_path,
+    fits_on_device,
+    shard_order,
+)
 
 CPU = torch.device("cpu")
 

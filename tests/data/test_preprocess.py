@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from damoxing.core.errors import ConfigError, DataError
 from damoxing.data.preprocess import (
     ImagePreprocessor,
     LabelEncoder,
@@ -18,7 +19,6 @@ from damoxing.data.preprocess import (
     infer_task,
 )
 from damoxing.data.sources import load_source
-from damoxing.errors import ConfigError, DataError
 
 
 def roundtrip(obj):

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from damoxing.core.errors import DataError, UserError
 from damoxing.data.builtin import BUILTINS, list_builtins, load_builtin
 from damoxing.data.sources import RawData, load_source
-from damoxing.errors import DataError, UserError
 
 # ------------------------------------------------------------------------------------- helpers
 

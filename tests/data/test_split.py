@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from damoxing.core.errors import DataError
 from damoxing.data.split import split_indices
-from damoxing.errors import DataError
 
 
 def check_partition(parts, n):

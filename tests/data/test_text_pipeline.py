@@ -6,10 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from damoxing.config import load_config
-from damoxing.data.pipeline import Preprocessing, prepare_data
+from damoxing.core.errors import ConfigError, DataError
+from damoxing.data.pipeline import Preprocessing
+from damoxing.data.pipeline import prepare_data as prepare_with_needs
 from damoxing.data.text import IGNORE_INDEX
-from damoxing.errors import ConfigError, DataError
+from damoxing.models import data_needs
+from damoxing.spec import load_config
+
+
+def prepare_data(config):
+    return prepare_with_needs(config, data_needs(config.model))
 
 
 def config(source, model="transformer", **data):

@@ -15,6 +15,7 @@ from damoxing.config import TrainConfig
 from damoxing.data.schema import DataSchema
 from damoxing.models import MODELS, create_model, family_task
 from damoxing.tasks import TASKS
+from damoxing.training.optim import build_optimizer
 
 
 def tiny_case(kind: str):
@@ -136,7 +137,7 @@ def check_own_update(model, x):
     import contextlib
 
     before = {k: p.detach().clone() for k, p in model.named_parameters()}
-    optimizers = model.configure_optimizers(TrainConfig(optimizer={"name": "adam", "lr": 0.01}))
+    optimizers = model.configure_optimizers(TrainConfig(optimizer={"name": "adam", "lr": 0.01}), build_optimizer)
     for _ in range(5):
         parts = model.train_step(x, optimizers, contextlib.nullcontext)
         assert "loss" in parts and all(torch.isfinite(v) for v in parts.values()), parts
@@ -145,14 +146,14 @@ def check_own_update(model, x):
 
 
 def test_unknown_model_lists_valid_ones():
-    from damoxing.errors import ConfigError
+    from damoxing.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="Valid models"):
         MODELS.get("resnet9000")
 
 
 def test_model_that_does_not_take_the_data_kind_says_which_do():
-    from damoxing.errors import ConfigError
+    from damoxing.core.errors import ConfigError
     from damoxing.models.cnn import CNNConfig
 
     schema = DataSchema(kind="table", task="classification", input_shape=(5,), n_outputs=2)

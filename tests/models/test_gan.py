@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from damoxing.config import TrainConfig
-from damoxing.errors import ConfigError
+from damoxing.core.errors import ConfigError
 from damoxing.models.gan import GAN, GANConfig
+from damoxing.training.optim import build_optimizer
 
 
 def gan(shape=(1, 8, 8), **options) -> GAN:
@@ -29,7 +30,7 @@ def real_batch(n=32):
 def test_the_discriminator_learns_against_a_fixed_generator(shape):
     model = gan(shape)
     x = real_batch() if len(shape) == 3 else torch.randn(32, 5) + 3.0
-    optimizer = model.configure_optimizers(TrainConfig(optimizer={"name": "adam", "lr": 0.01}))["discriminator"]
+    optimizer = model.configure_optimizers(TrainConfig(optimizer={"name": "adam", "lr": 0.01}), build_optimizer)["discriminator"]
     fake = model.generate(torch.randn(32, 4)).detach()
     losses = []
     for _ in range(30):
@@ -44,7 +45,7 @@ def test_the_discriminator_learns_against_a_fixed_generator(shape):
 @pytest.mark.parametrize("shape", [(1, 8, 8), (5,)])
 def test_the_generator_learns_against_a_fixed_discriminator(shape):
     model = gan(shape)
-    optimizer = model.configure_optimizers(TrainConfig(optimizer={"name": "adam", "lr": 0.01}))["generator"]
+    optimizer = model.configure_optimizers(TrainConfig(optimizer={"name": "adam", "lr": 0.01}), build_optimizer)["generator"]
     z = torch.randn(32, 4)
     losses = []
     for _ in range(30):
@@ -72,17 +73,17 @@ def test_discriminator_loss_with_label_smoothing_targets_one_minus_it():
 
 def test_two_optimizers_over_disjoint_players_and_unsupported_settings_refused():
     model = gan()
-    optimizers = model.configure_optimizers(TrainConfig())
+    optimizers = model.configure_optimizers(TrainConfig(), build_optimizer)
     d_params = {id(p) for g in optimizers["discriminator"].param_groups for p in g["params"]}
     g_params = {id(p) for g in optimizers["generator"].param_groups for p in g["params"]}
     assert not d_params & g_params and d_params | g_params == {id(p) for p in model.parameters()}
     with pytest.raises(ConfigError, match="train.clip_grad_norm"):
-        model.configure_optimizers(TrainConfig(clip_grad_norm=1.0))
+        model.configure_optimizers(TrainConfig(clip_grad_norm=1.0), build_optimizer)
 
 
 def test_train_step_updates_both_players_and_copes_with_a_batch_of_one():
     model = gan()
-    optimizers = model.configure_optimizers(TrainConfig())
+    optimizers = model.configure_optimizers(TrainConfig(), build_optimizer)
     d_before = [p.detach().clone() for p in model.discriminator.parameters()]
     g_before = [p.detach().clone() for p in model.generator.parameters()]
     parts = model.train_step(real_batch(1), optimizers, contextlib.nullcontext)  # batch norm with one real row

@@ -8,11 +8,14 @@ import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import write_yaml
-from hf_fixtures import two_topic_sentences, write_tiny_bert, write_tiny_gpt2, write_topics_csv
-
+from hf_fixtures import (
+    two_topic_sentences,
+    write_tiny_bert,
+    write_tiny_gpt2,
+    write_topics_csv,
+)
+from safetensors.torch import load_file
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -205,10 +208,10 @@ def test_a_wrapper_saves_only_the_fine_tuned_state(folder):
 
 
 def test_an_encoder_decoder_checkpoint_is_refused(here):
+    from damoxing.core.errors import ConfigError
     from damoxing.data.schema import DataSchema
-    from damoxing.errors import ConfigError
     from damoxing.models import create_model
-    from damoxing.models.checkpoint import transformers_module
+    from damoxing.models.hf_checkpoint import transformers_module
     from damoxing.models.pretrained import PretrainedModelConfig
 
     transformers = transformers_module()

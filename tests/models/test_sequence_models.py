@@ -66,14 +66,14 @@ def test_base_preset_is_gpt2_small_shape():
 
 
 def test_a_block_longer_than_the_context_is_a_config_error():
-    from damoxing.errors import ConfigError
+    from damoxing.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="context"):
         create_model(GPTConfig(size="tiny", context_length=8), LM)
 
 
 def test_a_classification_gpt_cannot_generate():
-    from damoxing.errors import ConfigError
+    from damoxing.core.errors import ConfigError
 
     schema = DataSchema(kind="text", task="classification", input_shape=(8,), n_outputs=2, vocab_size=30, pad_id=0)
     model = create_model(GPTConfig(size="tiny"), schema)
@@ -103,7 +103,7 @@ def test_transformer_options(options):
 
 
 def test_heads_must_divide_d_model():
-    from damoxing.errors import ConfigError
+    from damoxing.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="multiple"):
         create_model(TransformerConfig(size="tiny", d_model=30, heads=4), TEXT)

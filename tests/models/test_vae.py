@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from damoxing.errors import ConfigError
+from damoxing.core.errors import ConfigError
 from damoxing.models.vae import VAE, VAEConfig
 
 

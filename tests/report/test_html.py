@@ -15,7 +15,12 @@ from damoxing.report.plots import ranking_curves
 
 
 def test_ranking_curves_match_sklearn():
-    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+    from sklearn.metrics import (
+        average_precision_score,
+        precision_recall_curve,
+        roc_auc_score,
+        roc_curve,
+    )
 
     rng = np.random.default_rng(1)
     positive = rng.random(400) < 0.3

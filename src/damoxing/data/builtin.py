@@ -12,15 +12,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from damoxing.errors import DataError, choices_text, did_you_mean
-
-if TYPE_CHECKING:
-    from damoxing.data.sources import RawData
+from damoxing.core.errors import DataError, choices_text, did_you_mean
+from damoxing.data.raw import RawData
 
 
 @dataclass(frozen=True)
@@ -94,7 +92,6 @@ def _fingerprint(name: str, *arrays: np.ndarray) -> str:
 
 def load_builtin(name: str) -> RawData:
     """Load a built-in data set by name (see `BUILTINS`); an unknown name lists the valid ones."""
-    from damoxing.data.sources import RawData
 
     if name not in BUILTINS:
         raise DataError(

@@ -14,7 +14,8 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from damoxing.console import warn
+from damoxing.core.console import warn
+from damoxing.core.errors import ConfigError, DataError, choices_text, did_you_mean
 from damoxing.data.preprocess import (
     ImagePreprocessor,
     LabelEncoder,
@@ -24,12 +25,11 @@ from damoxing.data.preprocess import (
     drop_missing_target,
     infer_task,
 )
-from damoxing.data.schema import DataSchema
+from damoxing.data.schema import DataSchema, ModelNeeds
 from damoxing.data.sequence import SequencePreprocessor
 from damoxing.data.sources import RawData, load_source
 from damoxing.data.split import split_indices
 from damoxing.data.text import TextCodec, as_texts, find_text_column, is_text_column
-from damoxing.errors import ConfigError, DataError, choices_text, did_you_mean
 
 INPUT_CODECS = {"table": TabularPreprocessor, "image": ImagePreprocessor, "text": TextCodec, "corpus": TextCodec,
                 "sequence": SequencePreprocessor}
@@ -162,18 +162,21 @@ def resolve_path(source: str, base_dir: Optional[Path]) -> str:
     return str(candidate) if candidate.exists() else source
 
 
-def prepare_data(config, base_dir: Optional[Path] = None) -> PreparedData:
-    """Config -> model-ready arrays for train/val/test plus the fitted Preprocessing."""
+def prepare_data(config, needs: ModelNeeds, base_dir: Optional[Path] = None) -> PreparedData:
+    """Config -> model-ready arrays for train/val/test plus the fitted Preprocessing.
+
+    `needs` says what the model takes (models.data_needs(config.model)); `base_dir` is the config
+    file's folder, where relative paths are also looked for."""
     data_cfg = config.data
-    config = _task_of_model(config)
+    config = _task_of_model(config, needs)
     source = resolve_path(data_cfg.source, base_dir)
     labels = resolve_path(data_cfg.labels, base_dir) if data_cfg.labels else None
     raw = load_source(source, data_cfg.target, labels)
     if raw.kind == "corpus":
-        return _prepare_corpus(raw, config, base_dir)
-    kind = _model_data_kind(raw, config)
+        return _prepare_corpus(raw, config, needs, base_dir)
+    kind = _model_data_kind(raw, config, needs)
     if kind == "text":
-        return _prepare_text(raw, config, base_dir)
+        return _prepare_text(raw, config, needs, base_dir)
     if kind == "sequence":
         return _prepare_sequences(raw, config)
     if raw.kind == "table":
@@ -183,16 +186,13 @@ def prepare_data(config, base_dir: Optional[Path] = None) -> PreparedData:
     raise DataError(f"Data of kind '{raw.kind}' from '{data_cfg.source}' is not supported by this task.")
 
 
-def _task_of_model(config):
+def _task_of_model(config, needs: ModelNeeds):
     """A family that always does one task (vae, gan: generation) sets it; labels in the data are then ignored."""
-    from damoxing.errors import ConfigError
-    from damoxing.models import family_task
-
-    fixed = family_task(config.model.type)
+    fixed = needs.task
     if fixed is None or config.task == fixed:
         return config
     if config.task is not None:
-        raise ConfigError(f"task is '{config.task}', but model.type '{config.model.type}' does '{fixed}'. Set task: {fixed} (or leave it out).")
+        raise ConfigError(f"task is '{config.task}', but model.type '{needs.type}' does '{fixed}'. Set task: {fixed} (or leave it out).")
     return config.model_copy(update={"task": fixed})
 
 
@@ -319,18 +319,15 @@ def _assemble(task, prep, x_all, y_model, y_all, idx, raw: RawData, summary) -> 
 # ------------------------------------------------------------------------- text and sequences
 
 
-def _model_data_kind(raw: RawData, config) -> str:
+def _model_data_kind(raw: RawData, config, needs: ModelNeeds) -> str:
     """How a table or image source is read for this model: as it is, as text, or as sequences.
 
     A text model (rnn, transformer, gpt) reads a table with a text column (data.text, or the only
     input column) as text; a table of numbers as one sequence per row (N, F) -> (N, F, 1); and
     single-channel images (N, 1, H, W) as sequences of H steps with W features."""
-    from damoxing.models import MODELS
-
-    kinds = MODELS.get(config.model.type).input_kinds
+    kinds = needs.input_kinds
     if config.data.text is not None and "text" not in kinds:
-        text_models = [n for n, f in MODELS.items() if "text" in f.input_kinds]
-        raise ConfigError(f"data.text names a text column, but model.type '{config.model.type}' does not read text. Models that do: {choices_text(text_models)}.")
+        raise ConfigError(f"data.text names a text column, but model.type '{needs.type}' does not read text. Models that do: {choices_text(needs.text_models)}.")
     if raw.kind in kinds:
         return raw.kind
     if raw.kind == "table" and "text" in kinds:
@@ -343,27 +340,20 @@ def _model_data_kind(raw: RawData, config) -> str:
     return raw.kind  # create_model names the models that take this kind
 
 
-def _model_context(config) -> Optional[int]:
-    """The model's context length (gpt), which bounds block_size and max_length; None for other models."""
-    from damoxing.models import resolve_size
-
-    return getattr(resolve_size(config.model), "context_length", None)
-
-
-def _text_codec(config, base_dir: Optional[Path], train_texts: list[str]) -> TextCodec:
+def _text_codec(config, needs: ModelNeeds, base_dir: Optional[Path], train_texts: list[str]) -> TextCodec:
     """The tokenizer named by data.tokenizer.path, else the one of model.init_from's run, else one trained on train_texts."""
-    from damoxing.console import note
+    from damoxing.core.console import note
 
     tok = config.data.tokenizer
     path = tok.path
-    init_from = getattr(config.model, "init_from", None)
+    init_from = needs.init_from
     if path is None and init_from is not None:
         run = Path(resolve_path(init_from, base_dir))
         if (run / "tokenizer.json").exists():
             path = str(run)
             note(f"using the tokenizer of {run} (model.init_from), so token ids match its weights")
-    if path is None and getattr(config.model, "tokenizer_path", None):  # a pretrained checkpoint reads text with its own tokenizer
-        path = config.model.tokenizer_path
+    if path is None and needs.tokenizer_path:  # a pretrained checkpoint reads text with its own tokenizer
+        path = needs.tokenizer_path
     if path is not None:
         return TextCodec.from_pretrained(resolve_path(path, base_dir), max_length=tok.max_length)
     return TextCodec(tok.kind, tok.vocab_size, tok.min_frequency, tok.lowercase, tok.max_length).fit(train_texts)
@@ -383,7 +373,7 @@ def _split_targets(values: np.ndarray, task: str, config):
     return idx, labels, y_all, y_model, scaler
 
 
-def _prepare_text(raw: RawData, config, base_dir: Optional[Path]) -> PreparedData:
+def _prepare_text(raw: RawData, config, needs: ModelNeeds, base_dir: Optional[Path]) -> PreparedData:
     """A table with a text column -> token ids (N, T) for text classification or regression."""
     if raw.kind != "table":
         raise DataError(f"Text models read text from a CSV/Parquet column or a .txt corpus; '{raw.source}' holds {raw.kind} data.")
@@ -402,8 +392,8 @@ def _prepare_text(raw: RawData, config, base_dir: Optional[Path]) -> PreparedDat
         warn(f"{n_missing} row(s) have no text in '{column}'; they are read as empty texts.")
     texts = as_texts(frame[column])
     idx, labels, y_all, y_model, scaler = _split_targets(frame[raw.target].to_numpy(), task, config)
-    codec = _text_codec(config, base_dir, [texts[i] for i in idx["train"]])
-    context = _model_context(config)
+    codec = _text_codec(config, needs, base_dir, [texts[i] for i in idx["train"]])
+    context = needs.context_length
     if context is not None and config.data.tokenizer.max_length and config.data.tokenizer.max_length > context:
         raise ConfigError(f"data.tokenizer.max_length {config.data.tokenizer.max_length} is longer than the model's context "
                           f"(model.context_length {context}). Use a max_length of at most {context}, or a larger context_length.")
@@ -421,7 +411,7 @@ def _prepare_text(raw: RawData, config, base_dir: Optional[Path]) -> PreparedDat
     return _assemble(task, prep, x_all, y_model, y_all, idx, raw, summary)
 
 
-def _prepare_corpus(raw: RawData, config, base_dir: Optional[Path]) -> PreparedData:
+def _prepare_corpus(raw: RawData, config, needs: ModelNeeds, base_dir: Optional[Path]) -> PreparedData:
     """A plain-text corpus -> next-token blocks (N, block_size); split by line/document, never inside one."""
     task = config.task or "language_modeling"
     if task != "language_modeling":
@@ -436,8 +426,8 @@ def _prepare_corpus(raw: RawData, config, base_dir: Optional[Path]) -> PreparedD
     idx = _split(len(units), None, config, task)
     split_units = {k: [units[i] for i in v] for k, v in idx.items()}
     # a line's newline is text the model writes, so the tokenizer learns it too (a char tokenizer would make it <unk>)
-    codec = _text_codec(config, base_dir, [u + "\n" for u in split_units["train"]] if unit == "line" else split_units["train"])
-    context = _model_context(config)
+    codec = _text_codec(config, needs, base_dir, [u + "\n" for u in split_units["train"]] if unit == "line" else split_units["train"])
+    context = needs.context_length
     block = config.data.block_size or context or 128
     if context is not None and block > context:
         raise ConfigError(f"data.block_size {block} is longer than the model's context (model.context_length {context}): a block "

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from damoxing.errors import ConfigError, DataError, choices_text, did_you_mean
+from damoxing.core.errors import ConfigError, DataError, choices_text, did_you_mean
 
 TASKS = ("classification", "regression")
 MAX_CLASSES_FOR_INTEGERS = 20

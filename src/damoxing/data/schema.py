@@ -42,3 +42,26 @@ class DataSchema:
         d = dict(d)
         d["input_shape"] = tuple(d["input_shape"])
         return cls(**d)
+
+
+@dataclass(frozen=True)
+class ModelNeeds:
+    """What preparing data must know about the model, handed in by the caller (data never imports models).
+
+    Attributes:
+        type: the model family's name (for messages).
+        input_kinds: the data kinds the family takes ("table", "image", "text", "corpus", "sequence").
+        text_models: every family that reads text (named when data.text is set for a model that does not).
+        task: the one task the family always does (vae, gan: "generation"), else None (the data decides).
+        context_length: the longest token sequence the model takes (gpt), bounding block_size and max_length.
+        tokenizer_path: a pretrained checkpoint's own tokenizer, which its text must be read with.
+        init_from: the run the model starts from; its tokenizer is reused so token ids match its weights.
+    """
+
+    type: str
+    input_kinds: frozenset[str]
+    text_models: tuple[str, ...] = ()
+    task: Optional[str] = None
+    context_length: Optional[int] = None
+    tokenizer_path: Optional[str] = None
+    init_from: Optional[str] = None

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from damoxing.errors import DataError
+from damoxing.core.errors import DataError
 
 
 def as_sequences(values: Any, where: str = "the sequences") -> np.ndarray:

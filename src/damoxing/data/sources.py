@@ -32,13 +32,13 @@ import hashlib
 import re
 import zipfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from damoxing.errors import DataError, choices_text, did_you_mean
+from damoxing.core.errors import DataError, choices_text, did_you_mean
+from damoxing.data.raw import RawData
 
 TARGET_NAMES = ("label", "target", "y", "class")
 IMAGE_KEYS = ("x", "X", "images", "data")
@@ -50,32 +50,6 @@ SUPPORTED = (
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _IMG_FILE = re.compile(r"^(.*?)[-._]?images[-.]idx3-ubyte(\.gz)?$", re.IGNORECASE)
 _LAB_FILE = re.compile(r"^(.*?)[-._]?labels[-.]idx1-ubyte(\.gz)?$", re.IGNORECASE)
-
-
-@dataclass
-class RawData:
-    """What a source yields before any preprocessing."""
-
-    kind: str  # "table" | "image" | "corpus"
-    frame: pd.DataFrame | None  # table: every column, target included
-    images: np.ndarray | None  # image: (N, C, H, W) as stored (uint8 or float)
-    labels: np.ndarray | None  # image: (N,) labels, any dtype; None if absent
-    target: str | None  # table: target column name; image: "label"
-    source: str  # what the user wrote, e.g. "builtin:digits" or the path
-    fingerprint: str  # sha256 hex of the underlying bytes / array contents (first 16 chars)
-    texts: list[str] | None = None  # corpus: its units (lines of one file, or documents of a folder)
-    text_unit: str | None = None  # corpus: "line" | "document"
-
-    @property
-    def n_rows(self) -> int:
-        if self.kind == "table":
-            assert self.frame is not None
-            return len(self.frame)
-        if self.kind == "corpus":
-            assert self.texts is not None
-            return len(self.texts)
-        assert self.images is not None
-        return int(self.images.shape[0])
 
 
 # ----------------------------------------------------------------------------------- entry point

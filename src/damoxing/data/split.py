@@ -8,7 +8,7 @@ from numbers import Real
 
 import numpy as np
 
-from damoxing.errors import DataError
+from damoxing.core.errors import DataError
 
 _PART_NAMES = {"val": "validation", "test": "test"}
 

@@ -22,7 +22,13 @@ from typing import Any, Optional
 
 import numpy as np
 
-from damoxing.errors import ConfigError, DataError, UserError, choices_text, did_you_mean
+from damoxing.core.errors import (
+    ConfigError,
+    DataError,
+    UserError,
+    choices_text,
+    did_you_mean,
+)
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<eos>")  # ids 0, 1, 2 of every tokenizer damoxing trains
 PAD_NAMES = ("<pad>", "[PAD]", "<|pad|>", "<|padding|>")
@@ -275,7 +281,14 @@ class TextCodec:
 
 def _train_tokenizer(kind: str, texts: list[str], vocab_size: int, min_frequency: int, lowercase: bool):
     tk = _tokenizers()
-    from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import (
+        Regex,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
 
     specials = list(SPECIAL_TOKENS)
     if kind == "bpe":  # byte level: the 256 bytes are the alphabet, so no text is ever unknown

@@ -8,48 +8,25 @@ A registered model class has:
 `create_model(config, schema)` is the single factory.
 """
 
-from __future__ import annotations
-
-import importlib
-
-from damoxing.errors import ConfigError, choices_text
-from damoxing.registry import Registry
-
-MODELS: Registry = Registry("model")
-
 # Importing a family registers it. Order = order in listings and in the JSON schema.
-_FAMILIES = ["linear", "mlp", "cnn", "rnn", "transformer", "gpt", "vae", "gan", "pretrained"]
-for _name in _FAMILIES:
-    importlib.import_module(f"damoxing.models.{_name}")
+from damoxing.models import (  # noqa: E402,F401  (registration)
+    cnn,
+    gan,
+    gpt,
+    linear,
+    mlp,
+    pretrained,
+    rnn,
+    transformer,
+    vae,
+)
+from damoxing.models.registry import (  # noqa: E402
+    MODELS,
+    count_parameters,
+    create_model,
+    data_needs,
+    family_task,
+    resolve_size,
+)
 
-
-def create_model(config, schema):
-    """Build the model named by `config.type` for data described by `schema`."""
-    family = MODELS.get(config.type)
-    if schema.kind not in family.input_kinds:
-        fits = [name for name, f in MODELS.items() if schema.kind in f.input_kinds]
-        raise ConfigError(
-            f"model.type '{config.type}' takes {choices_text(family.input_kinds)} data, but "
-            f"data.source gives '{schema.kind}' data. Models that take {schema.kind} data: {choices_text(fits)}."
-        )
-    return family.from_config(resolve_size(config), schema)
-
-
-def family_task(model_type: str):
-    """The task a family always does (e.g. "generation" for vae and gan), or None if the data decides."""
-    return getattr(MODELS.get(model_type), "task", None) if model_type in MODELS else None
-
-
-def resolve_size(config):
-    """Fill every option left unset (None) from the family's `size` preset."""
-    presets = getattr(type(config), "PRESETS", {})
-    values = presets.get(config.size, {})
-    updates = {k: v for k, v in values.items() if getattr(config, k) is None}
-    return config.model_copy(update=updates) if updates else config
-
-
-def count_parameters(model) -> tuple[int, int]:
-    """(total, trainable) parameter counts."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return total, trainable
+__all__ = ["MODELS", "create_model", "data_needs", "family_task", "resolve_size", "count_parameters"]

@@ -30,9 +30,9 @@ from pydantic import Field
 from torch import nn
 
 from damoxing.config import ModelConfigBase, TrainConfig
-from damoxing.errors import ConfigError
-from damoxing.models import MODELS
+from damoxing.core.errors import ConfigError
 from damoxing.models.layers import choose_architecture
+from damoxing.models.registry import MODELS
 
 
 class GANConfig(ModelConfigBase):
@@ -155,10 +155,9 @@ class GAN(nn.Module):
         d_loss, g_loss = self.discriminator_loss(self(x), fake_logits), self.generator_loss(fake_logits)
         return {"loss": d_loss + g_loss, "d_loss": d_loss, "g_loss": g_loss}, fake
 
-    def configure_optimizers(self, config: TrainConfig) -> dict[str, torch.optim.Optimizer]:
-        """One optimizer per player, both from `train.optimizer`; the loop schedules their learning rates."""
-        from damoxing.train.optim import build_optimizer
-
+    def configure_optimizers(self, config: TrainConfig, build_optimizer) -> dict[str, torch.optim.Optimizer]:
+        """One optimizer per player, both from `train.optimizer` (`build_optimizer(params, config.optimizer)`,
+        handed in by the loop); the loop schedules their learning rates."""
         unsupported = {"train.l1": config.l1 > 0,
                        "train.l2": config.l2 > 0, "train.clip_grad_norm": config.clip_grad_norm is not None}
         named = [k for k, on in unsupported.items() if on]

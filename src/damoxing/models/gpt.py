@@ -21,8 +21,8 @@ from pydantic import Field
 from torch import nn
 
 from damoxing.config import ModelConfigBase
-from damoxing.errors import ConfigError
-from damoxing.models import MODELS
+from damoxing.core.errors import ConfigError
+from damoxing.models.registry import MODELS
 
 
 class KVCache:

@@ -1,49 +1,23 @@
 """Start a model from another run's weights (`model.init_from: RUN_DIR`): pretrain, then fine-tune.
 
-Options the new config leaves unset are taken from the source run's model (same family), so a
-fine-tuning config only names what changes. Tensors whose name and shape match are loaded; the
-rest (a new classification head, a resized layer) keep their fresh initialisation, and the
-report says which.
+Tensors whose name and shape match are loaded; the rest (a new classification head, a resized
+layer) keep their fresh initialisation, and the report says which. (Finding the run and taking
+the model options it sets is the train verb's part: verbs/train.py.)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
 
-from damoxing.errors import ConfigError, RunFolderError
-
-
-def source_run(init_from: str, base_dir: Optional[Path]) -> Path:
-    """The run folder named by model.init_from (relative paths: working directory, then the config's folder)."""
-    from damoxing.run_folder import is_run
-
-    path = Path(init_from).expanduser()
-    if not path.exists() and base_dir is not None and (base_dir / path).exists():
-        path = base_dir / path
-    if not is_run(path):
-        raise RunFolderError(f"model.init_from is '{init_from}', which is not a damoxing run folder (it needs config.yaml, model.safetensors, "
-                             "preprocessing.json and manifest.json). Pass the folder that `damoxing train` printed for the pretraining run.")
-    return path.resolve()
+from damoxing.core.errors import ConfigError
 
 
-def inherit_options(model_config, run: Path):
-    """The model config with every option not set explicitly taken from the source run (when it is the same family)."""
-    from damoxing.config import load_config
-
-    source = load_config(run / "config.yaml").model
-    if source.type != model_config.type:
-        return model_config.model_copy(update={"init_from": str(run)})
-    explicit = model_config.model_fields_set | {"type", "init_from"}
-    updates: dict[str, Any] = {k: getattr(source, k) for k in type(model_config).model_fields if k not in explicit}
-    return model_config.model_copy(update={**updates, "init_from": str(run)})
-
-
-def load_init_weights(model, run: Path) -> dict:
-    """Copy the source run's tensors into `model` where name and shape match; returns what was and was not loaded."""
+def load_init_weights(model, weights: Path) -> dict:
+    """Copy the tensors of a run's `weights` file into `model` where name and shape match; returns what was and was not loaded."""
     from safetensors.torch import load_file
 
-    source = load_file(str(run / "model.safetensors"))
+    run = weights.parent
+    source = load_file(str(weights))
     own = model.state_dict()
     loaded = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
     if not loaded:

@@ -6,7 +6,7 @@ from typing import Optional
 
 from torch import nn
 
-from damoxing.errors import ConfigError
+from damoxing.core.errors import ConfigError
 
 ACTIVATIONS = {
     "relu": nn.ReLU,

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from damoxing.config import ModelConfigBase
-from damoxing.models import MODELS
+from damoxing.models.registry import MODELS
 
 
 class LinearConfig(ModelConfigBase):

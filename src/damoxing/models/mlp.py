@@ -10,8 +10,8 @@ from pydantic import Field
 from torch import nn
 
 from damoxing.config import ModelConfigBase
-from damoxing.models import MODELS
 from damoxing.models.layers import dense_stack
+from damoxing.models.registry import MODELS
 
 
 class MLPConfig(ModelConfigBase):

@@ -28,9 +28,9 @@ from pydantic import Field
 from torch import nn
 
 from damoxing.config import ModelConfigBase, StrictModel
-from damoxing.errors import ConfigError, RunFolderError
-from damoxing.models import MODELS
-from damoxing.models import checkpoint as ckpt
+from damoxing.core.errors import ConfigError, RunFolderError
+from damoxing.models import hf_checkpoint as ckpt
+from damoxing.models.registry import MODELS
 
 
 class LoraOptions(StrictModel):

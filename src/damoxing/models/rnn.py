@@ -16,8 +16,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from damoxing.config import ModelConfigBase
-from damoxing.errors import ConfigError
-from damoxing.models import MODELS
+from damoxing.core.errors import ConfigError
+from damoxing.models.registry import MODELS
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 

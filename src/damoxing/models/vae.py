@@ -22,8 +22,8 @@ from pydantic import Field
 from torch import nn
 
 from damoxing.config import ModelConfigBase
-from damoxing.models import MODELS
 from damoxing.models.layers import choose_architecture, dense_stack
+from damoxing.models.registry import MODELS
 
 
 class VAEConfig(ModelConfigBase):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-from damoxing.errors import UserError, choices_text, did_you_mean
+from damoxing.core.errors import UserError, choices_text, did_you_mean
 
 TEMPLATES = {
     "digits-cnn": "CNN on the bundled 8x8 digits images (the default main job)",

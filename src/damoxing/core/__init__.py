@@ -1,0 +1,1 @@
+"""The ground floor: user-facing errors, registries, the console. Imports nothing else of damoxing."""

@@ -1,0 +1,1 @@
+"""Shipping a run: export (ONNX, torch.export) and serving over HTTP."""

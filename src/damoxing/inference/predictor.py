@@ -1,0 +1,152 @@
+"""A saved run, loaded back: `damoxing.load(path).predict(df_or_array)`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from damoxing.core.errors import DataError, RunFolderError, UserError
+from damoxing.runs.folder import check_run, read_json
+
+
+class Predictor:
+    """The model and preprocessing of one run folder, ready to predict.
+
+    Attributes:
+        path: the run folder.
+        config: the run's resolved config.
+        task: classification | regression | ...
+        classes_: original label values (classification).
+    """
+
+    def __init__(self, path: str | Path, device: str = "cpu"):
+        import torch
+        from safetensors.torch import load_file
+
+        from damoxing.data.pipeline import Preprocessing
+        from damoxing.models import create_model
+        from damoxing.spec import load_config
+        from damoxing.tasks import TASKS
+
+        self.path = check_run(path)
+        self.config = load_config(self.path / "config.yaml")
+        self.preprocessing = Preprocessing.from_dict(read_json(self.path / "preprocessing.json"), self.path)
+        self.schema = self.preprocessing.schema
+        self.task_name = self.schema.task
+        self.task = TASKS.get(self.task_name)(self.config.train)
+        self.device = torch.device(device)
+        self.model = create_model(self.config.model, self.schema)
+        state = load_file(str(self.path / "model.safetensors"))
+        try:
+            self.model.load_state_dict(state)
+        except RuntimeError as e:
+            raise RunFolderError(f"The weights in '{self.path / 'model.safetensors'}' do not fit the model its config.yaml describes: {str(e).splitlines()[0]}") from None
+        self.model.to(self.device).eval()
+
+    @property
+    def classes_(self) -> Optional[np.ndarray]:
+        return None if self.preprocessing.labels is None else np.asarray(self.preprocessing.labels.classes_, dtype=object)
+
+    def outputs(self, data: Any, batch_size: int = 1024) -> np.ndarray:
+        """Raw model outputs for raw inputs (DataFrame, dict of columns or array)."""
+        import torch
+
+        if self.task_name == "generation":
+            raise UserError(f"'{self.path}' is a generative run (model '{self.config.model.type}'); it makes new samples rather than "
+                            "predictions. Use `damoxing generate RUN --out FILE.png` (or .npz), or `damoxing evaluate RUN`.")
+
+        from damoxing.models.runtime import model_outputs
+
+        x = torch.as_tensor(self.preprocessing.transform_inputs(data), device=self.device)
+        return self.task.predictions(model_outputs(self.model, x, batch_size))
+
+    def predict_proba(self, data: Any) -> np.ndarray:
+        """(N, K) class probabilities, columns in the order of `classes_`."""
+        if self.task_name != "classification":
+            raise UserError(f"predict_proba needs a classifier; this run's task is '{self.task_name}'. Use predict.")
+        return self.outputs(data)
+
+    def predict(self, data: Any) -> np.ndarray:
+        """Predictions in the target's own terms: original label values, or values in target units."""
+        out = self.outputs(data)
+        if self.task_name == "classification":
+            return self.preprocessing.decode_labels(out.argmax(axis=1))
+        return self.preprocessing.decode_regression(out)
+
+    def generate(self, prompt: str = "", **options: Any) -> str:
+        """Continue `prompt` (language models); options as `damoxing.inference.text.generate_text`. Returns the new text."""
+        from damoxing.inference.text import generate_text
+
+        return generate_text(self, prompt, **options)
+
+    def evaluate(self, data: Any, targets: Any) -> dict:
+        """Metrics of this model on labelled raw data, and of the trivial baseline fitted on the run's train split."""
+        from damoxing.evaluation.score import evaluate_predictions
+
+        pred = self.outputs(data)
+        if self.task_name == "classification":
+            y = self.preprocessing.labels.transform(np.asarray(targets))
+        else:
+            y = np.asarray(targets, dtype=np.float64)
+            pred = self.preprocessing.decode_regression(pred)
+        return evaluate_predictions(self.task, y, pred, self.schema, train_targets=None)
+
+
+def read_table_or_arrays(path: str | Path, kind: str, target: Optional[str]) -> tuple[Any, Optional[np.ndarray]]:
+    """Read a prediction input: CSV/Parquet -> (DataFrame, target column or None); NPZ/NPY -> (images, labels or None)."""
+    from damoxing.data import sources
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"Input file '{path}' does not exist.")
+    name = path.name.lower()
+    if kind == "corpus":
+        raise DataError("This run is a language model: it continues text rather than predicting a value per input. Use `damoxing generate RUN --prompt TEXT`.")
+    if kind == "text" and not name.endswith((".csv", ".csv.gz", ".parquet", ".pq")):
+        raise DataError(f"Input '{path}' must be a .csv or .parquet table with the text column, for a model trained on texts.")
+    if kind == "sequence":
+        if not name.endswith((".npz", ".npy")):
+            raise DataError(f"Input '{path}' must be an .npz (sequences under 'x', labels optionally under 'y') or .npy array, for a model trained on sequences.")
+        raw = sources.load_source(str(path))
+        if raw.kind == "image":
+            return raw.images[:, 0], raw.labels
+        frame = raw.frame
+        return frame.drop(columns=[raw.target]).to_numpy() if raw.target else frame.to_numpy(), (frame[raw.target].to_numpy() if raw.target else None)
+    if kind in ("table", "text"):
+        if name.endswith((".csv", ".csv.gz", ".parquet", ".pq")):
+            raw = sources.load_source(str(path), target if _has_column(path, target) else None)
+            frame = raw.frame
+            y = frame[target].to_numpy() if target in frame.columns else None
+            return frame, y
+        if name.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as z:
+                keys = list(z.keys())
+                x_key = next((k for k in ("x", "X", "data", "features") if k in keys), None)
+                if x_key is None:
+                    raise DataError(f"'{path}' has arrays {keys}; put the input rows under 'x'.")
+                y_key = next((k for k in ("y", "labels", "label", "target") if k in keys), None)
+                return z[x_key], (z[y_key] if y_key else None)
+        raise DataError(f"Input '{path}' must be .csv, .parquet or .npz for a model trained on a table.")
+    raw = sources.load_source(str(path))
+    if raw.kind != "image":
+        raise DataError(f"This model was trained on images; '{path}' holds a table. Give an .npz / .npy / IDX file of images.")
+    return raw.images, raw.labels
+
+
+def _has_column(path: Path, column: Optional[str]) -> bool:
+    if column is None:
+        return False
+    import pandas as pd
+
+    if path.name.lower().endswith((".parquet", ".pq")):
+        import pyarrow.parquet as pq
+
+        return column in pq.read_schema(path).names
+    return column in pd.read_csv(path, nrows=0).columns
+
+
+def load(path: str | Path, device: str = "cpu") -> Predictor:
+    """A saved run as a Predictor: `.predict(df_or_array)`, `.predict_proba(...)`."""
+    return Predictor(path, device=device)

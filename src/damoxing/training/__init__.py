@@ -1,0 +1,1 @@
+"""Training: the loop, optimizers and learning-rate schedules, batches, checkpoints, distributed setup."""

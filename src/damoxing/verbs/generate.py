@@ -1,0 +1,36 @@
+"""`damoxing generate RUN`: new data from a generative run. A language model continues a text
+prompt (inference/text.py); a vae or gan draws new images (inference/images.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from damoxing.core.errors import UserError
+from damoxing.inference.images import generate_images
+from damoxing.inference.predictor import load
+from damoxing.inference.text import generate_text
+from damoxing.runs.folder import check_run, read_json
+
+
+def run_task(run: str | Path) -> str:
+    """The task of a run folder, read from its preprocessing.json without loading the model."""
+    return read_json(check_run(run) / "preprocessing.json")["schema"]["task"]
+
+
+def generate(run: str | Path, *, prompt: str = "", max_new_tokens: int = 100, temperature: float = 1.0,
+             top_k: Optional[int] = None, top_p: Optional[float] = None, seed: Optional[int] = None,
+             on_text: Optional[Callable[[str], Any]] = None, n: int = 64, out: str | Path | None = None,
+             interpolate: bool = False):
+    """New data from a saved run. Language models: the continuation of `prompt` (streamed to `on_text`
+    piece by piece). vae/gan: `n` images written to `out` (.png grid or .npz); returns the file's path."""
+    if run_task(run) == "generation":
+        return generate_images(run, n=n, seed=0 if seed is None else seed, out=out, interpolate=interpolate)
+    predictor = load(run)
+    if predictor.task_name == "language_modeling":
+        return generate_text(predictor, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                             top_p=top_p, seed=seed, on_text=on_text)
+    raise UserError(f"'{predictor.path}' is a {predictor.task_name} run ({predictor.config.model.type} on {predictor.schema.kind} data); "
+                    "generate needs a generative run: a language model (task language_modeling, e.g. model gpt on a .txt corpus) "
+                    "or an image generator (model vae or gan). "
+                    "Use `damoxing predict` for this run.")

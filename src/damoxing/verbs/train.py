@@ -1,0 +1,349 @@
+"""`damoxing train CONFIG`: the one place where the stages of a training run are wired together:
+
+    config -> data (arrays + fitted preprocessing) -> model (from the data's schema)
+           -> train loop -> evaluation -> run folder
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from damoxing.core.console import note, progress_bar, set_quiet, warn
+from damoxing.core.errors import RunFolderError, TrainingDiverged
+from damoxing.runs.folder import is_run
+from damoxing.spec import load_config
+
+
+@dataclass
+class Run:
+    """What `train` returns: the run folder and what was measured."""
+
+    path: Path
+    metrics: dict
+    config: Any
+    history: list[dict] = field(default_factory=list)
+    manifest: dict = field(default_factory=dict)
+
+    def load(self):
+        from damoxing.inference.predictor import load
+
+        return load(self.path)
+
+
+def _overrides(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Python keyword overrides: `train__epochs=5` means the dotted key `train.epochs`."""
+    return {k.replace("__", "."): v for k, v in kwargs.items()}
+
+
+def train(config: str | Path | dict | None = None, *, out: str | Path | None = None, quiet: bool = False,
+          overrides: Optional[dict[str, Any]] = None, resume: str | Path | None = None, **kwargs: Any) -> Run:
+    """Train, evaluate and save one run.
+
+    Args:
+        config: a YAML path or a dict with the same keys (optional with `resume`).
+        out: the run folder (default runs/<name>-<time>).
+        quiet: no progress bar or notes.
+        overrides: dotted keys, e.g. {"train.epochs": 5}; keyword arguments such as
+            `train__epochs=5` are the same.
+        resume: a run interrupted after a checkpoint (train.checkpoint_every): continue it.
+    Returns:
+        Run with `.path`, `.metrics`, `.config`, `.history`, `.manifest`. Under torchrun every
+        process returns, but only rank 0 evaluates and writes; the others' Run has no metrics.
+    """
+    import torch
+
+    from damoxing.config import dump_config
+    from damoxing.data.pipeline import prepare_data
+    from damoxing.models import (
+        MODELS,
+        count_parameters,
+        create_model,
+        data_needs,
+        resolve_size,
+    )
+    from damoxing.models.runtime import pick_device
+    from damoxing.runs.folder import RunWriter, new_run_path, resume_paths
+    from damoxing.runs.manifest import build_manifest, device_name
+    from damoxing.tasks import TASKS
+    from damoxing.training import distributed as dist
+    from damoxing.training.checkpoint import (
+        Checkpointer,
+        check_identity,
+        read_checkpoint,
+    )
+    from damoxing.training.loop import Split, fit
+
+    started = time.perf_counter()
+    resumed = None
+    if resume is not None:
+        path, checkpoint_file = resume_paths(resume)
+        resumed = read_checkpoint(checkpoint_file)
+    if config is None and resumed is None:
+        from damoxing.core.errors import UserError
+
+        raise UserError("train needs a config (a YAML path or a dict), or resume= a run interrupted after a checkpoint.")
+    if config is None:  # resuming with the run's own resolved config
+        config = RunWriter.partial_path(path) / "config.yaml"
+        base_dir = Path(resumed.meta["base_dir"]) if resumed.meta.get("base_dir") else None
+    else:
+        base_dir = Path(config).resolve().parent if isinstance(config, (str, Path)) else None
+    cfg = load_config(config, {**(overrides or {}), **_overrides(kwargs)})
+    ctx = dist.init_distributed(cfg.train.device)
+    set_quiet(quiet or not ctx.is_main)  # one process speaks
+    device = dist.process_device(pick_device(cfg.train.device), ctx)
+    if resume is None:
+        path = new_run_path(out, cfg.name)  # refuse an --out that holds a run before any work
+    if cfg.model.init_from:  # fine-tuning: unset model options come from the pretraining run
+        cfg = cfg.model_copy(update={"model": inherit_options(cfg.model, source_run(cfg.model.init_from, base_dir))})
+
+    family = MODELS.get(cfg.model.type)
+    if hasattr(family, "resolve_config"):  # e.g. pretrained: find the checkpoint, record its hash and position limit
+        cfg = family.resolve_config(cfg, base_dir)
+
+    data = prepare_data(cfg, data_needs(cfg.model), base_dir)
+    cfg = cfg.model_copy(update={"task": data.task, "model": resolve_size(cfg.model)})
+    task = TASKS.get(data.task)(cfg.train)
+    load_seconds = time.perf_counter() - started
+
+    torch.manual_seed(cfg.train.seed)
+    model = create_model(cfg.model, data.schema)
+    init_report = None
+    if cfg.model.init_from:
+        from damoxing.models.init_from import describe, load_init_weights
+
+        init_report = load_init_weights(model, Path(cfg.model.init_from) / "model.safetensors")
+        note(describe(init_report))
+    params, trainable = count_parameters(model)
+    note(f"{cfg.name}: {cfg.model.type} ({params:,} parameters) on {data.source}, task {data.task}, "
+         f"{data.summary['split_rows']['train']} training rows, device {device}")
+
+    splits = {k: Split(torch.as_tensor(data.x[k]), None if data.y[k] is None else torch.as_tensor(data.y[k])) for k in data.x}
+    samples = None
+    if data.task == "generation" and data.schema.kind == "image":  # fixed-seed sample grids, written with the run
+        from damoxing.inference.images import SampleGrids
+
+        samples = SampleGrids(data.preprocessing, cfg.train.sample_every, cfg.train.seed)
+    writer, checkpoints = None, None
+    if cfg.train.checkpoint_every is not None or resumed is not None:
+        identity = {"config": cfg.model_dump(mode="json"), "data_fingerprint": data.fingerprint}
+        if resumed is not None:
+            check_identity(resumed, identity["config"], data.fingerprint, ctx.world)
+            loop = resumed.meta["loop"]
+            note(f"resuming {path} from its checkpoint at epoch {loop['epoch']}, step {loop['step']}")
+        if ctx.is_main:
+            writer = RunWriter(path, fresh=resumed is None)
+            writer.write_text("config.yaml", dump_config(cfg))  # what `--resume` reads back
+        partial = RunWriter.partial_path(path)
+        checkpoints = Checkpointer(partial / "checkpoints" / "checkpoint.safetensors", cfg.train.checkpoint_interval(),
+                                   identity={**identity, "base_dir": str(base_dir) if base_dir else None},
+                                   resume=resumed, write=ctx.is_main)
+        if cfg.train.checkpoint_every is not None:
+            note(f"checkpoints every {cfg.train.checkpoint_every} in {checkpoints.path.parent}; "
+                 f"if interrupted, continue with: damoxing train --resume {path}")
+    meter = None
+    if cfg.cost.enabled and ctx.is_main:  # rank 0 accounts for the run it writes
+        from damoxing.evaluation.cost import CostMeter
+
+        meter = CostMeter(cfg.cost, device, device_name(device))
+        meter.start()
+    progress = progress_bar()
+    if progress is not None:
+        progress.start()
+    try:
+        result = fit(model, splits["train"], splits["val"], task, cfg.train, device, progress=progress, checkpoints=checkpoints,
+                     on_epoch_end=(lambda record: samples.after_epoch(model, record["epoch"])) if samples else None)
+    finally:
+        if progress is not None:
+            progress.stop()
+    if not ctx.is_main:  # rank 0 evaluates and writes the run folder
+        dist.shutdown()
+        return Run(path=path, metrics={}, config=cfg, history=result.history)
+    if result.message:
+        if result.stopped != "diverged":  # a divergence is reported as the error below
+            (warn if result.stopped == "interrupted" else note)(result.message)
+
+    eval_started = time.perf_counter()
+    predictions: dict[str, dict] = {}
+    metrics = evaluate_run(model, task, data, cfg, device, predictions=predictions)
+    eval_seconds = time.perf_counter() - eval_started
+    cost = None
+    if meter is not None:
+        from damoxing.models.runtime import autocast_context
+
+        meter.stop()
+        cost = meter.block(model=model, task=task, train_x=splits["train"].x, train_y=splits["train"].y, schema=data.schema,
+                           params=params, trainable=trainable, samples_seen=result.samples_seen,
+                           train_seconds=result.train_seconds, eval_seconds=eval_seconds,
+                           autocast_bf16=autocast_context(cfg.train, device) is not contextlib.nullcontext)
+
+    writer = writer or RunWriter(path)
+    writer.discard("checkpoints")  # the run is complete: nothing left to resume
+    from safetensors.torch import save_file
+
+    model.to("cpu")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(writer.file("model.safetensors")))
+    writer.write_text("config.yaml", dump_config(cfg))
+    writer.write_json("preprocessing.json", data.preprocessing.to_dict())
+    for name, text in data.preprocessing.files().items():  # e.g. tokenizer.json
+        writer.write_text(name, text)
+    writer.write_json("metrics.json", metrics)
+    writer.write_jsonl("history.jsonl", result.history)
+    np.savez(writer.file("splits.npz"), **{k: v.astype(np.int64) for k, v in data.indices.items()})
+    if samples is not None:
+        samples.write(model, writer.tmp)
+    for split, arrays in predictions.items():  # plain arrays for the report's curves (np.load, allow_pickle=False)
+        np.savez(writer.file(f"predictions_{split}.npz"), **arrays)
+    manifest = build_manifest(cfg, data, result, device, params, trainable,
+                              timings={"load_seconds": load_seconds, "train_seconds": result.train_seconds,
+                                       "eval_seconds": eval_seconds, "total_seconds": time.perf_counter() - started})
+    if init_report is not None:
+        manifest["model"]["init_from"] = init_report
+    if hasattr(model, "run_info"):  # e.g. pretrained: the base checkpoint and its hash, what was saved
+        manifest["model"].update(model.run_info())
+    if cost is not None:
+        manifest["cost"] = cost
+    writer.write_json("manifest.json", manifest)
+    if cfg.tracking.report:
+        write_run_report(writer.tmp, writer.path)
+    path = writer.commit()
+    dist.shutdown()
+    note(headline(metrics, data.task, path))
+    if cfg.tracking.mlflow:
+        log_run_to_mlflow(path, cfg)
+    if result.stopped == "diverged":
+        raise TrainingDiverged(f"{result.message} The best weights so far were saved in {path}.")
+    return Run(path=path, metrics=metrics, config=cfg, history=result.history, manifest=manifest)
+
+
+def evaluate_run(model, task, data, cfg, device, predictions: Optional[dict] = None) -> dict:
+    """Metrics for val and test, the baseline's, bootstrap intervals and calibration for test.
+
+    If `predictions` is a dict, the test split's targets and predictions are put in it as plain
+    arrays ({"test": {"y_true": ..., "proba"/"y_pred": ...}}) for the run folder.
+    """
+    import torch
+
+    from damoxing.evaluation.score import evaluate_predictions
+    from damoxing.models.runtime import autocast_context, model_outputs
+
+    autocast = autocast_context(cfg.train, device)
+    if data.task == "language_modeling":
+        return evaluate_language_model(model, task, data, cfg.train.eval_batch_size, autocast, device)
+    if data.task == "generation":  # no labels: the model's losses and sample quality, beside trivial generators
+        return task.evaluate(model, data.x, device, cfg.train.eval_batch_size, autocast)
+    metrics: dict[str, Any] = {}
+    train_targets = data.y_original["train"]
+    for split in ("val", "test"):
+        if data.y_original[split] is None or len(data.x[split]) == 0:
+            continue
+        x = torch.as_tensor(data.x[split], device=device)
+        pred = task.predictions(model_outputs(model, x, cfg.train.eval_batch_size, autocast))
+        if data.task == "regression":
+            pred = data.preprocessing.decode_regression(pred)
+        result = evaluate_predictions(task, data.y_original[split], pred, data.schema, train_targets,
+                                      n_resamples=cfg.evaluate.bootstrap if split == "test" else 0, seed=cfg.train.seed,
+                                      confidence=cfg.evaluate.confidence, calibration_bins=cfg.evaluate.calibration_bins)
+        metrics[split] = result["metrics"]
+        metrics.setdefault("baseline", {})[split] = result["baseline"]
+        if "ci" in result:
+            metrics[f"{split}_ci"] = result["ci"]
+        if split == "test" and "calibration" in result:
+            metrics["test_calibration"] = result["calibration"]
+        if split == "test" and predictions is not None:
+            predictions["test"] = prediction_arrays(data.task, data.y_original[split], pred)
+    return metrics
+
+
+def evaluate_language_model(model, task, data, batch_size: int, autocast, device) -> dict:
+    """Loss, perplexity and bits per byte on val and test, and the same for a unigram model of the training tokens."""
+    import torch
+
+    metrics: dict[str, Any] = {}
+    for split in ("val", "test"):
+        if len(data.x[split]) == 0:
+            continue
+        n_bytes = data.summary["split_bytes"][split]
+        x, y = torch.as_tensor(data.x[split], device=device), torch.as_tensor(data.y[split], device=device)
+        metrics[split] = task.evaluate_split(model, x, y, n_bytes, batch_size, autocast)
+        metrics.setdefault("baseline", {})[split] = task.unigram_baseline(data.y["train"], data.y[split], data.schema.vocab_size, n_bytes)
+    return metrics
+
+
+def prediction_arrays(task: str, y_true: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
+    """Targets and predictions as plain numeric arrays: y_true + proba + pred (classification),
+    y_true + y_pred (regression and anything else numeric)."""
+    y_true, pred = np.asarray(y_true), np.asarray(pred)
+    if task == "classification":
+        return {"y_true": y_true.astype(np.int64), "proba": pred.astype(np.float32), "pred": pred.argmax(axis=1).astype(np.int64)}
+    return {"y_true": y_true.astype(np.float64), "y_pred": pred.astype(np.float64)}
+
+
+def write_run_report(folder: Path, final_path: Path) -> None:
+    """report.html into a run folder; a failing plot must never lose the trained run."""
+    from damoxing.report.html import write_report
+
+    try:
+        write_report(folder, folder / "report.html", run_name=final_path.name)
+    except Exception as e:  # noqa: BLE001 - the run is complete without its report
+        warn(f"could not write report.html ({type(e).__name__}: {e}); `damoxing report {final_path}` retries it.")
+
+
+def log_run_to_mlflow(path: Path, cfg) -> None:
+    """Log a finished run to MLflow (tracking.mlflow); the run folder stays the source of truth."""
+    from damoxing.runs.tracking import log_run
+
+    try:
+        run_id = log_run(path, cfg.tracking.mlflow, cfg.tracking.experiment or cfg.name)
+    except Exception as e:  # noqa: BLE001 - the run folder is complete; say what failed, keep it
+        warn(f"could not log the run to MLflow at {cfg.tracking.mlflow} ({type(e).__name__}: {e}). "
+             f"The run is saved in {path}; log it later with damoxing.runs.tracking.log_run('{path}', '{cfg.tracking.mlflow}').")
+        return
+    note(f"logged to MLflow at {cfg.tracking.mlflow} (experiment '{cfg.tracking.experiment or cfg.name}', run {run_id})")
+
+
+def headline(metrics: dict, task: str, path: Path) -> str:
+    from damoxing.evaluation.metrics import headline_metric
+
+    name = headline_metric(task)
+    split = "test" if "test" in metrics else "val"
+    if split not in metrics or name not in metrics[split]:
+        return f"saved run to {path}"
+    value = metrics[split][name]
+    ci = metrics.get(f"{split}_ci", {}).get(name)
+    base = metrics.get("baseline", {}).get(split, {}).get(name)
+    text = f"{split} {name} {value:.4f}"
+    if ci:
+        text += f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})"
+    if base is not None:
+        text += f", baseline {base:.4f}"
+    return f"{text}; saved run to {path}"
+
+
+# --------------------------------------------------------------- model.init_from: pretrain, then fine-tune
+
+
+def source_run(init_from: str, base_dir: Optional[Path]) -> Path:
+    """The run folder named by model.init_from (relative paths: working directory, then the config's folder)."""
+    path = Path(init_from).expanduser()
+    if not path.exists() and base_dir is not None and (base_dir / path).exists():
+        path = base_dir / path
+    if not is_run(path):
+        raise RunFolderError(f"model.init_from is '{init_from}', which is not a damoxing run folder (it needs config.yaml, model.safetensors, "
+                             "preprocessing.json and manifest.json). Pass the folder that `damoxing train` printed for the pretraining run.")
+    return path.resolve()
+
+
+def inherit_options(model_config, run: Path):
+    """The model config with every option not set explicitly taken from the source run (when it is the same family)."""
+    source = load_config(run / "config.yaml").model
+    if source.type != model_config.type:
+        return model_config.model_copy(update={"init_from": str(run)})
+    explicit = model_config.model_fields_set | {"type", "init_from"}
+    updates: dict[str, Any] = {k: getattr(source, k) for k in type(model_config).model_fields if k not in explicit}
+    return model_config.model_copy(update={**updates, "init_from": str(run)})
