@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from damoxing.core.errors import UserError, choices_text, did_you_mean
-from damoxing.runs.comparison import COST_AXES, Comparison, PairTest, RunEntry, RunRecord, check_comparable, read_runs
+from damoxing.runs.comparison import (
+    COST_AXES,
+    Comparison,
+    PairTest,
+    RunEntry,
+    RunRecord,
+    check_comparable,
+    read_runs,
+)
 
 ACCURACY_LIKE = ("accuracy",)  # metrics McNemar's right/wrong test decides
 PAIRED_TASKS = ("classification", "regression")
