@@ -24,8 +24,11 @@ import numpy as np
 from damoxing.core.console import note
 
 
-def fit_reference(cfg, path: Path, base_dir: Optional[Path], started: float):
-    """Fit, evaluate and save the scikit-learn reference `cfg.model` describes; returns a train.Run."""
+def fit_reference(cfg, path: Path, base_dir: Optional[Path], started: float, evaluate_run) -> tuple:
+    """Fit, evaluate and save the scikit-learn reference `cfg.model` describes.
+
+    `evaluate_run` is verbs/train.py's (the same evaluation as a torch run's; passed in, since
+    train calls this). Returns (run folder, metrics, resolved config, history, manifest)."""
     import torch
 
     from damoxing.core.errors import ConfigError
@@ -34,7 +37,6 @@ def fit_reference(cfg, path: Path, base_dir: Optional[Path], started: float):
     from damoxing.models import data_needs
     from damoxing.models.sklearn import build_estimator, estimator_size
     from damoxing.tasks import TASKS
-    from damoxing.verbs.train import Run, evaluate_run
 
     data = prepare_data(cfg, data_needs(cfg.model), base_dir)
     cfg = cfg.model_copy(update={"task": data.task})
@@ -62,10 +64,7 @@ def fit_reference(cfg, path: Path, base_dir: Optional[Path], started: float):
                "total_seconds": time.perf_counter() - started}
     manifest = _manifest(cfg, data, estimator, size, timings, cost)
     path = _write(path, cfg, data, model, metrics, history, predictions, manifest)
-    from damoxing.verbs.train import headline
-
-    note(headline(metrics, data.task, path))
-    return Run(path=path, metrics=metrics, config=cfg, history=history, manifest=manifest)
+    return path, metrics, cfg, history, manifest
 
 
 def _rows(x: np.ndarray) -> np.ndarray:
@@ -167,7 +166,6 @@ def _write(path: Path, cfg, data, model, metrics, history, predictions, manifest
     """The run folder, written atomically (RunWriter), the report last."""
     from damoxing.config import dump_config
     from damoxing.runs.folder import RunWriter
-    from damoxing.verbs.train import write_run_report
 
     writer = RunWriter(path)
     model.save(writer.file("model.onnx"))
@@ -182,5 +180,16 @@ def _write(path: Path, cfg, data, model, metrics, history, predictions, manifest
         np.savez(writer.file(f"predictions_{split}.npz"), **arrays)
     writer.write_json("manifest.json", manifest)
     if cfg.tracking.report:
-        write_run_report(writer.tmp, writer.path)
+        _write_report(writer.tmp, writer.path)
     return writer.commit()
+
+
+def _write_report(folder: Path, final_path: Path) -> None:
+    """report.html, as for a torch run; a failing plot never loses the fitted run."""
+    from damoxing.core.console import warn
+    from damoxing.report.html import write_report
+
+    try:
+        write_report(folder, folder / "report.html", run_name=final_path.name)
+    except Exception as e:  # noqa: BLE001 - the run is complete without its report
+        warn(f"could not write report.html ({type(e).__name__}: {e}); `damoxing report {final_path}` retries it.")
