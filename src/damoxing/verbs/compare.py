@@ -231,6 +231,11 @@ def _adjust(result: Comparison, boots: list[dict], holm) -> None:
             for t, h in zip(tests, holm([t.mcnemar[kind] for t in tests], alpha=result.alpha)):
                 t.mcnemar[f"{kind}_holm"] = h["p_adjusted"]
     by_mcnemar = result.metric in ACCURACY_LIKE and all(t.mcnemar for t in tests)
+    floor = 2.0 / (result.n_resamples + 1)  # the smallest bootstrap p that R resamples can give
+    if not by_mcnemar and floor * len(tests) > result.alpha:
+        result.notes.append(f"With {result.n_resamples} bootstrap resamples the smallest p is {floor:.2g}, and Holm over "
+                            f"{len(tests)} pairs multiplies it past alpha {result.alpha:g}: no difference can be called real. "
+                            f"Use --resamples {math.ceil(8 * len(tests) / result.alpha)} or more.")
     for t, boot in zip(tests, boots):
         t.decided_by = "mcnemar" if by_mcnemar else "bootstrap"
         t.p_decisive = t.mcnemar["p_exact_holm"] if by_mcnemar else t.bootstrap_p_holm
