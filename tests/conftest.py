@@ -45,16 +45,31 @@ def cli(capsys):
     return run
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
-    """Tiny models train as fast on one torch thread, and many times faster when the machine's cores are
-    busy; a module opts in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    """One torch thread for the whole suite: tiny models train as fast on one, and many times faster
+    when the machine's few cores are shared. Processes the tests start (the CLI, torchrun workers)
+    inherit it through OMP_NUM_THREADS. A test that needs more threads says so: `torch_threads(n)`."""
     import torch
 
-    before = torch.get_num_threads()
+    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
     yield
     torch.set_num_threads(before)
+    if env is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = env
+
+
+@pytest.fixture
+def torch_threads():
+    """`torch_threads(n)`: this test runs torch on n threads; back to one afterwards."""
+    import torch
+
+    yield torch.set_num_threads
+    torch.set_num_threads(1)
 
 
 def run_subprocess(*args: str, cwd: Path | None = None, timeout: int = 300) -> CliResult:

@@ -10,12 +10,12 @@ from sklearn import metrics as skm
 from damoxing.core.errors import ConfigError, DataError
 from damoxing.evaluation.metrics import (
     METRICS,
+    WeightedMetrics,
     baseline_classification,
     baseline_regression,
     bootstrap_ci,
-    calibration_curve,
-    WeightedMetrics,
     bootstrap_weights,
+    calibration_curve,
     classification_metrics,
     metric_direction,
     metric_values,
@@ -361,7 +361,7 @@ def test_metric_direction():
 
 
 def test_every_scalar_metric_is_registered_with_a_working_fn():
-    generation = ["recon", "kl", "d_loss", "g_loss", "frechet_distance"]  # computed by the generation task
+    generation = ["recon", "kl", "d_loss", "g_loss", "frechet_distance", "diversity"]  # computed by the generation task
     assert set(SCALAR_CLS + SCALAR_REG + ["loss", "perplexity"] + generation) == set(METRICS.names())
     y, p = softmax_data(100, 3, seed=1)
     assert METRICS.get("f1_macro").fn(y, p) == classification_metrics(y, p)["f1_macro"]
@@ -375,13 +375,3 @@ def test_unknown_metric_lists_valid_names():
     message = str(err.value)
     assert "Did you mean 'accuracy'?" in message
     assert "'r2'" in message and "'loss'" in message and "'log_loss'" in message
-
-
-def test_headline_metric():
-    assert headline_metric("classification") == "accuracy"
-    assert headline_metric("regression") == "r2"
-    assert headline_metric("language_modeling") == "perplexity"
-    assert headline_metric("generation") == "frechet_distance"
-    assert headline_metric("anything_else") == "loss"
-    for task in ["classification", "regression", "language_modeling", "other"]:
-        assert headline_metric(task) in METRICS

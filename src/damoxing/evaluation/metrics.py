@@ -46,12 +46,6 @@ def metric_direction(name: str) -> str:
     return "max" if METRICS.get(name).greater_is_better else "min"
 
 
-def headline_metric(task: str) -> str:
-    """The one metric a run of `task` is summarised by."""
-    return {"classification": "accuracy", "regression": "r2", "language_modeling": "perplexity",
-            "generation": "frechet_distance"}.get(task, "loss")
-
-
 # --------------------------------------------------------------------------- validation
 
 
@@ -439,6 +433,12 @@ def bootstrap_ci(task: str, y_true, pred, n_resamples: int = 1000, seed: int = 0
     return out
 
 
+def ci_label(level: Optional[float]) -> str:
+    """How an interval at coverage `level` is labelled: 0.9 -> '90% CI'. Runs saved before metrics.json
+    recorded the level ({split}_ci_level) used 0.95."""
+    return f"{(0.95 if level is None else level) * 100:g}% CI"
+
+
 # --------------------------------------------------------------------------- registration
 
 
@@ -455,5 +455,7 @@ for _name, _better in [("mse", False), ("rmse", False), ("mae", False), ("r2", T
     METRICS.register(_name)(MetricInfo(_name, "regression", _better, partial(_one, regression_metrics, _name)))
 METRICS.register("perplexity")(MetricInfo("perplexity", "language_modeling", False))
 METRICS.register("loss")(MetricInfo("loss", "any", False))
-for _name in ("recon", "kl", "d_loss", "g_loss", "frechet_distance"):  # computed by the generation task (tasks.py)
+for _name in ("recon", "kl", "d_loss", "g_loss", "frechet_distance"):  # computed by the generation task
     METRICS.register(_name)(MetricInfo(_name, "generation", False))
+# diversity: 0 for a generator collapsed to one sample, about 1 for the real data
+METRICS.register("diversity")(MetricInfo("diversity", "generation", True))

@@ -153,7 +153,7 @@ def _scalars(d: Any) -> dict[str, Any]:
 
 def _headline(task: str, metrics: dict) -> tuple[Optional[str], Optional[str]]:
     """(metric name, split) to lead with: the task's headline metric, else the first scalar one."""
-    from damoxing.evaluation.metrics import headline_metric
+    from damoxing.tasks import headline_metric
 
     preferred = headline_metric(task)
     for split in ("test", "val"):
