@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import pickled_files
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
 RECIPE = ("gpt-pretrain", "gpt-finetune")  # run in order by the `recipe` fixture
@@ -85,6 +86,7 @@ def canonical(result: dict) -> str:
 
 def test_evaluate_reproduces_metrics_json(example_run):
     assert_evaluate_reproduces_metrics_json(example_run.path)
+    assert pickled_files(example_run.path) == {}
     saved = json.loads((example_run.path / "metrics.json").read_text())
     if "test_ci" in saved:
         assert saved["test_ci_level"] == example_run.config.evaluate.confidence
@@ -93,6 +95,7 @@ def test_evaluate_reproduces_metrics_json(example_run):
 def test_evaluate_reproduces_metrics_json_of_the_recipe(recipe):
     for run in recipe:  # a language model, then a text classifier on a table (its source relative to the config)
         assert_evaluate_reproduces_metrics_json(run.path)
+        assert pickled_files(run.path) == {}
 
 
 def test_templates_are_valid_configs():
