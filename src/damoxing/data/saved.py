@@ -16,8 +16,8 @@ import numpy as np
 
 from damoxing.core.errors import DataError
 from damoxing.data.pipeline import PreparedData, Preprocessing, resolve_path
-from damoxing.data.preprocess import drop_missing_target
-from damoxing.data.sources import RawData, load_source
+from damoxing.data.raw import RawData
+from damoxing.data.sources import load_source
 from damoxing.data.text import as_texts
 
 
@@ -63,8 +63,10 @@ def _rows(raw: RawData, config, preprocessing: Preprocessing):
             return images[:, 0], values  # (N, 1, T, F) single-channel arrays are read as (N, T, F) sequences
         return images, values
     frame = raw.frame
-    if labelled:
-        frame, _ = drop_missing_target(frame, raw.target)
+    if labelled:  # the rows training kept: those with a target value
+        if raw.target not in frame.columns:
+            raise DataError(f"'{raw.source}' no longer has the target column '{raw.target}' the run was trained on.")
+        frame = frame[frame[raw.target].notna().to_numpy()]
     frame = frame.reset_index(drop=True)
     values = frame[raw.target].to_numpy() if labelled else None
     if schema.kind == "text":
