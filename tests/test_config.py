@@ -119,13 +119,15 @@ def test_the_family_check_fails_when_a_family_is_left_out_of_the_registry(monkey
     assert schema_families(schema) != every and "mlp" not in schema_families(schema)
 
 
-def test_schema_lists_every_registered_name():
-    """The Literal choices come from the registries: optimizers, schedules, tasks, losses, and the
-    monitors (val_<metric> for every metric some task declares, and train_loss)."""
+def test_schema_lists_every_registered_name(cli):
+    """`damoxing schema`'s Literal choices come from the registries: optimizers, schedules, tasks,
+    losses, and the monitors (val_<metric> for every metric some task declares, and train_loss)."""
     from damoxing.tasks import LOSSES, TASKS, all_monitors
     from damoxing.training.optim import OPTIMIZERS, SCHEDULES
 
-    defs = config_schema()["$defs"]
+    result = cli("schema")
+    assert result.code == 0 and json.loads(result.out) == config_schema()
+    defs = json.loads(result.out)["$defs"]
     assert sorted(defs["OptimizerConfig"]["properties"]["name"]["enum"]) == OPTIMIZERS.names()
     assert sorted(defs["ScheduleConfig"]["properties"]["name"]["enum"]) == SCHEDULES.names()
     assert defs["TrainConfig"]["properties"]["loss"]["enum"] == ["auto", *LOSSES]
