@@ -197,7 +197,7 @@ def test_a_failing_rung_is_reported_not_fatal(tmp_path):
     assert [f["rung"] for f in result.failed] == ["linear"] and "ConfigError" in result.failed[0]["error"]
     assert [e.name for e in result.comparison.runs] == ["logistic", "hgb"]
     page = (result.path / "compare" / "compare.html").read_text()
-    assert "rungs that failed" in page and "train.monitor &#x27;val_r2&#x27; is not computed" in page
+    assert "rungs that failed" in page and "train.monitor is &#x27;val_r2&#x27;, which task &#x27;classification&#x27; does not compute" in page
 
 
 @pytest.mark.parametrize("rungs, words", [

@@ -83,7 +83,7 @@ def compare(runs: Iterable[str | Path], metric: Optional[str] = None, cost: str 
 
 def _check_metric(records: list[RunRecord], metric: Optional[str], task: str) -> str:
     """The metric to compare by: `metric`, which must be a number in every run's test metrics."""
-    from damoxing.evaluation.metrics import headline_metric
+    from damoxing.tasks import headline_metric
 
     name = metric or headline_metric(task)
     lacking = [r.name for r in records if not _is_number((r.metrics.get("test") or {}).get(name))]

@@ -245,8 +245,8 @@ def _train_rungs(chosen: list[Rung], base: dict, seeds: int, root: Path, quiet: 
 
 def _spreads(runs: dict[str, list[Path]], metric: Optional[str], task: Optional[str]) -> dict[str, dict]:
     """Between-seed spread of the test metric per rung, keyed by the rung's first run (the one compared)."""
-    from damoxing.evaluation.metrics import headline_metric
     from damoxing.runs.folder import read_json
+    from damoxing.tasks import headline_metric
 
     out = {}
     for paths in runs.values():
