@@ -42,7 +42,7 @@ META_OUTPUTS = "damoxing.outputs"
 
 
 class OnnxModel(torch.nn.Module):
-    """A parameter-free nn.Module whose forward runs an ONNX Runtime session.
+    """An nn.Module whose forward runs an ONNX Runtime session (its only parameter is empty).
 
     Attributes:
         output_kind: "logits" | "log_probabilities" | "values" (the graph's `damoxing.outputs`).
@@ -64,6 +64,9 @@ class OnnxModel(torch.nn.Module):
                                  "the file may be damaged or written by a newer ONNX opset than this onnxruntime reads.") from None
         self.path = path
         self.model_bytes = model_bytes
+        # An empty, frozen parameter: code that finds a model's device with next(model.parameters())
+        # finds the host, where the session's inputs are read; it holds no weight (0 elements).
+        self.device_anchor = torch.nn.Parameter(torch.empty(0), requires_grad=False)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.output_kind = meta.get(META_OUTPUTS, "logits")
         self.input_name = self.session.get_inputs()[0].name
