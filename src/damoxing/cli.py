@@ -316,6 +316,26 @@ def ladder(
     typer.echo(result.comparison.path)
 
 
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="A run folder."),
+    format: str = typer.Option("onnx", "--format", help="onnx (an ONNX graph, checked with onnxruntime) or torch (a torch.export program, .pt2)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="A new folder, or the model file itself (FILE.onnx / FILE.pt2, the other files beside it); default runs/export-<run>-<time>/."),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset to write (18 or later; default: the exporter's)."),
+) -> None:
+    """Export a run's model (ONNX or torch.export) with its preprocessing, checked against the run's model on its test rows;
+    writes model + preprocessing.json + export.json + README.md and prints the model file's path last."""
+    from damoxing.verbs.export import PT2_WARNING
+    from damoxing.verbs.export import export as export_run
+
+    report = export_run(run, format=format, out=out, opset=opset)
+    typer.echo(f"exported {report.what} ({report.format}, {report.bytes / 1e6:.2f} MB) in {report.export_seconds:.1f} s", err=True)
+    typer.echo(f"{report.parity.summary()}", err=True)
+    if report.format == "torch":
+        typer.echo("warning: " + PT2_WARNING.format(file=report.file), err=True)
+    typer.echo(report.file)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: runs the app and turns user errors into one paragraph and exit code 2."""
     from damoxing.core.errors import UserError

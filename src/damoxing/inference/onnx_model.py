@@ -2,7 +2,8 @@
 
 A run folder may hold its model as `model.onnx` instead of `model.safetensors` (manifest.json's
 `model.format` is then "onnx"): today the scikit-learn references of `damoxing ladder`; later an
-int8-quantized run or `serve --backend onnx`. `OnnxModel` wraps an ONNX Runtime session in a
+int8-quantized run or `serve --backend onnx`. `damoxing export` writes graphs with the same
+contract (deploy/export.py), and checks them with this class. `OnnxModel` wraps an ONNX Runtime session in a
 torch `nn.Module` without parameters, so everything that runs a model for inference
 (`models.runtime.model_outputs`, the task's `predictions`, `Predictor`, `damoxing evaluate` and
 `predict`) takes it unchanged:
@@ -14,11 +15,15 @@ torch `nn.Module` without parameters, so everything that runs a model for infere
 The contract of such a graph (what `with_damoxing_io` makes of any graph):
     input  "input":   float32 (N, *schema.input_shape), the *preprocessed* inputs a torch model of
                       the run would take (preprocessing.json does raw -> preprocessed, as for any run);
+                      int64 token ids (N, T) for text and corpus models; float32 (N, latent_dim)
+                      latent vectors for the decoder / generator of a vae / gan;
     output "outputs": float32, what the torch model's forward returns, named by the metadata key
                       `damoxing.outputs`: "logits" or "log_probabilities" (classifiers: the task's
                       softmax turns either into probabilities; softmax(log p) = p), or "values"
                       (regression, in the run's training units: preprocessing.json undoes target
-                      scaling exactly as for a torch model).
+                      scaling exactly as for a torch model), or "samples" (a decoder's or
+                      generator's (N, *input_shape) in preprocessed units: preprocessing.json's
+                      image / table transform, inverted, gives the data's units).
 
 It is inference only: no gradients flow through the session. It runs on the CPU (ONNX Runtime's
 CPU provider), whatever device it is moved to; outputs come back on the input's device.
@@ -37,7 +42,8 @@ from damoxing.core.errors import RunFolderError
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "outputs"
-OUTPUT_KINDS = ("logits", "log_probabilities", "values")
+OUTPUT_KINDS = ("logits", "log_probabilities", "values", "samples")
+INPUT_TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64}  # the input types a graph of this contract may declare
 META_OUTPUTS = "damoxing.outputs"
 
 
@@ -69,7 +75,9 @@ class OnnxModel(torch.nn.Module):
         self.device_anchor = torch.nn.Parameter(torch.empty(0), requires_grad=False)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.output_kind = meta.get(META_OUTPUTS, "logits")
-        self.input_name = self.session.get_inputs()[0].name
+        graph_input = self.session.get_inputs()[0]
+        self.input_name = graph_input.name
+        self.input_dtype = INPUT_TYPES.get(graph_input.type, np.float32)  # token ids stay int64
         names = [o.name for o in self.session.get_outputs()]
         self.output_name = OUTPUT_NAME if OUTPUT_NAME in names else names[0]
 
@@ -85,7 +93,7 @@ class OnnxModel(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, *input_shape) preprocessed inputs -> (B, ...) outputs as the torch model's forward gives them."""
-        array = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        array = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=self.input_dtype)
         (out,) = self.session.run([self.output_name], {self.input_name: array})
         return torch.from_numpy(np.asarray(out, dtype=np.float32)).to(x.device)
 

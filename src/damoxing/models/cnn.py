@@ -16,6 +16,7 @@ from torch import nn
 
 from damoxing.config import ModelConfigBase
 from damoxing.core.errors import ConfigError
+from damoxing.models.export_view import ExportView
 from damoxing.models.layers import ACTIVATIONS, dense_stack
 from damoxing.models.registry import MODELS
 
@@ -80,3 +81,6 @@ class CNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dense(self.forward_features(x)))  # (B, n_outputs)
+
+    def export_view(self) -> ExportView:
+        return ExportView(self, "the convolutional network")

@@ -31,6 +31,7 @@ from torch import nn
 
 from damoxing.config import ModelConfigBase, TrainConfig
 from damoxing.core.errors import ConfigError
+from damoxing.models.export_view import ExportView
 from damoxing.models.layers import choose_architecture
 from damoxing.models.registry import MODELS
 
@@ -133,6 +134,10 @@ class GAN(nn.Module):
         """The discriminator's logit that each input is real: x (B, *input_shape) -> (B,)."""
         return self.discriminator(x if self.architecture == "conv" else x.flatten(1))
 
+    def export_view(self) -> ExportView:
+        """The generator: z (B, latent_dim) ~ N(0, I) -> samples (B, *input_shape), cropped as `generate` crops them."""
+        return ExportView(Generator(self), "the generator (z -> x)", input="latent", latent_dim=self.latent_dim)
+
     def _noise(self, n: int, device, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, generator=generator, device=device)
 
@@ -195,3 +200,14 @@ class GAN(nn.Module):
         """n samples (n, *input_shape): z drawn on the CPU (same seed, same z on any device)."""
         z = self._noise(n, "cpu", generator)
         return self.generate(z.to(next(self.parameters()).device))
+
+
+class Generator(nn.Module):
+    """A GAN's generator as a module of its own (shares the weights): z (B, latent_dim) -> samples (B, *input_shape)."""
+
+    def __init__(self, gan: GAN):
+        super().__init__()
+        self.gan = gan
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.gan.generate(z)

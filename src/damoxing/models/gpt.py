@@ -22,6 +22,7 @@ from torch import nn
 
 from damoxing.config import ModelConfigBase
 from damoxing.core.errors import ConfigError
+from damoxing.models.export_view import ExportView, rows_and_steps
 from damoxing.models.registry import MODELS
 
 
@@ -175,6 +176,12 @@ class GPT(nn.Module):
         if self.head is None:
             return self.logits(hidden)
         return self.head(self._pool(hidden, idx))
+
+    def export_view(self) -> ExportView:
+        """The full-sequence forward: (B, T) ids -> logits at every position (language model) or the head's
+        outputs; T up to the context. Generation's key/value cache is not part of the graph."""
+        what = "the language model (next-token logits at every position)" if self.head is None else "the gpt with its head"
+        return rows_and_steps(self, what, most=self.context_length)
 
     def _pool(self, hidden: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """(B, T, C) -> (B, C) over real tokens: right padding means the last real one is at length - 1."""

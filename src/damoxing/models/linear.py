@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from damoxing.config import ModelConfigBase
+from damoxing.models.export_view import ExportView
 from damoxing.models.registry import MODELS
 
 
@@ -36,3 +37,6 @@ class LinearModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x.flatten(1))  # (B, F) -> (B, n_outputs)
+
+    def export_view(self) -> ExportView:
+        return ExportView(self, "the linear model")

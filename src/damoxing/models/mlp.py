@@ -10,6 +10,7 @@ from pydantic import Field
 from torch import nn
 
 from damoxing.config import ModelConfigBase
+from damoxing.models.export_view import ExportView
 from damoxing.models.layers import dense_stack
 from damoxing.models.registry import MODELS
 
@@ -43,3 +44,6 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x.flatten(1)))  # (B, F) -> (B, n_outputs)
+
+    def export_view(self) -> ExportView:
+        return ExportView(self, "the multi-layer perceptron")

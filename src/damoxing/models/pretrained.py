@@ -17,6 +17,7 @@ onto a base whose hash differs is refused.
 
 from __future__ import annotations
 
+import copy
 import re
 import warnings
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ from torch import nn
 from damoxing.config import ModelConfigBase, StrictModel
 from damoxing.core.errors import ConfigError, RunFolderError
 from damoxing.models import hf_checkpoint as ckpt
+from damoxing.models.export_view import ExportView, rows_and_steps
 from damoxing.models.registry import MODELS
 
 
@@ -183,6 +185,17 @@ class PretrainedModel(nn.Module):
         """(B, T) ids -> (B, hidden) sentence embeddings: mean over real tokens, L2-normalized (sentence-transformers style)."""
         real = self._real_tokens(x)
         return torch.nn.functional.normalize(self.pool(self._last_hidden(x, real).float(), real, "mean"), dim=-1)
+
+    def export_view(self) -> ExportView:
+        """The model as trained, for token ids (B, T) with T up to the context; LoRA adapters merged into a
+        copy of the weights (peft merge_and_unload: W + scale * B A), so the graph holds plain linear layers
+        and this model is left as it is."""
+        module, what = self, f"the {self.model_type} checkpoint fine-tuned ({self.config.finetune})"
+        if self.config.finetune == "lora":
+            module = copy.deepcopy(self)
+            module.backbone = module.backbone.merge_and_unload()
+            what += ", adapters merged"
+        return rows_and_steps(module.eval(), what + (", language model" if self.is_language_model else ""), most=self.context_length)
 
     def train(self, mode: bool = True) -> "PretrainedModel":
         super().train(mode)

@@ -19,6 +19,7 @@ from torch import nn
 
 from damoxing.config import ModelConfigBase
 from damoxing.core.errors import ConfigError
+from damoxing.models.export_view import ExportView, rows_and_steps
 from damoxing.models.registry import MODELS
 
 
@@ -135,3 +136,7 @@ class TransformerEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))  # (B, n_outputs)
+
+    def export_view(self) -> ExportView:
+        """Batch and length vary; a sequence may be as long as the positions table (less the [CLS] slot)."""
+        return rows_and_steps(self, "the transformer encoder", most=self.positions.shape[0] - (1 if self.cls is not None else 0))

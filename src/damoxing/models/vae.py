@@ -22,6 +22,7 @@ from pydantic import Field
 from torch import nn
 
 from damoxing.config import ModelConfigBase
+from damoxing.models.export_view import ExportView
 from damoxing.models.layers import choose_architecture, dense_stack
 from damoxing.models.registry import MODELS
 
@@ -112,6 +113,10 @@ class VAE(nn.Module):
         """The deterministic reconstruction: decode the posterior mean. (B, *input_shape)."""
         return self.decode(self.encode(x)[0])
 
+    def export_view(self) -> ExportView:
+        """The decoder, what generation samples with: z (B, latent_dim) ~ N(0, I) -> x (B, *input_shape)."""
+        return ExportView(Decoder(self), "the decoder (z -> x)", input="latent", latent_dim=self.latent_dim)
+
     def losses(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Negative ELBO and its parts, each the mean over the batch, and the sampled reconstruction.
 
@@ -140,3 +145,14 @@ class VAE(nn.Module):
         ends = torch.randn(2, self.latent_dim, generator=generator)
         t = torch.linspace(0, 1, n)[:, None]
         return self.decode(((1 - t) * ends[0] + t * ends[1]).to(self._device()))
+
+
+class Decoder(nn.Module):
+    """A VAE's decoder as a module of its own (shares the weights): z (B, latent_dim) -> x (B, *input_shape)."""
+
+    def __init__(self, vae: VAE):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(z)

@@ -16,6 +16,7 @@ import numpy as np
 
 from damoxing.core.console import warn
 from damoxing.core.errors import DataError, UserError
+from damoxing.inference.run_data import run_data
 
 SPLITS = ("val", "test")
 
@@ -47,37 +48,6 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
     if split not in metrics:
         raise DataError(f"The {split} data has too few rows to evaluate (generative metrics compare sets of samples: give at least 2).")
     return one_split(metrics, split)
-
-
-# --------------------------------------------------------------------------- the run's own data
-
-
-def run_data(predictor):
-    """The run's splits rebuilt from its source with its saved preprocessing and split indices; a
-    warning when the source changed since training (its fingerprint differs from the manifest's)."""
-    from damoxing.data.saved import rebuild_data
-    from damoxing.runs.folder import read_json
-
-    manifest = read_json(predictor.path / "manifest.json")
-    recorded = manifest.get("data", {})
-    with np.load(predictor.path / "splits.npz", allow_pickle=False) as z:
-        indices = {k: z[k] for k in z.files}
-    config = predictor.config
-    prepared = rebuild_data(config, predictor.preprocessing, indices, config_folder(config.data.source, recorded.get("source", "")))
-    if prepared.fingerprint != recorded.get("fingerprint"):
-        warn(f"the data at {prepared.source} changed since this run was trained (fingerprint differs); "
-             "its splits may not hold the rows metrics.json was computed on.")
-    return prepared
-
-
-def config_folder(config_source: str, recorded: str) -> Optional[Path]:
-    """The folder a relative data.source was found in at training time (the config file's folder),
-    from the path the manifest recorded; None when the source is not relative or was found as written."""
-    relative, found = Path(config_source), Path(recorded)
-    n = len(relative.parts)
-    if config_source.startswith("builtin:") or relative.is_absolute() or len(found.parts) <= n or found.parts[-n:] != relative.parts:
-        return None
-    return Path(*found.parts[:-n])
 
 
 # --------------------------------------------------------------------------- a file given with --data
