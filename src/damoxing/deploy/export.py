@@ -113,7 +113,8 @@ def export_onnx(run: RunLike, path: str | Path, opset: Optional[int] = None, *, 
     seconds = time.perf_counter() - started
     candidate = _session_or_fail(OnnxModel, path)
     parity = _check(predictor, view, rows, candidate, f"onnxruntime {_version('onnxruntime')} on {path.name}", inputs_name)
-    return _finish(predictor, view, rows, path, "onnx", onnx_opset(path), seconds, parity, check)
+    hint = f" An --opset other than the exporter's default (here {opset}) can cause this: leave it out." if opset is not None else ""
+    return _finish(predictor, view, rows, path, "onnx", onnx_opset(path), seconds, parity, check, hint)
 
 
 def export_torch(run: RunLike, path: str | Path, *, check: bool = True) -> ExportReport:
@@ -220,12 +221,12 @@ def _reference_name(view: ExportView) -> str:
 
 
 def _finish(predictor, view: Optional[ExportView], rows: torch.Tensor, path: Path, fmt: str, opset: Optional[int],
-            seconds: float, parity: Parity, check: bool) -> ExportReport:
+            seconds: float, parity: Parity, check: bool, hint: str = "") -> ExportReport:
     """The report; with `check`, a failed parity check removes the file and raises ExportFailed."""
     if check and not parity.passed:
         path.unlink(missing_ok=True)
         raise ExportFailed(f"The export of '{predictor.path}' to {fmt} did not reproduce the run's model, so nothing was written: "
-                           f"{parity.summary()}.")
+                           f"{parity.summary()}.{hint}")
     data = path.read_bytes()
     kind = OUTPUT_KINDS.get(predictor.task_name, "outputs") if view is not None else predictor.model.output_kind
     return ExportReport(

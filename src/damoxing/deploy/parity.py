@@ -120,7 +120,7 @@ def check_parity(reference: Callable[[torch.Tensor], torch.Tensor], candidate: C
         try:
             got = candidate(x).detach().float().cpu().numpy()
         except Exception as e:  # noqa: BLE001 - an ONNX Runtime or torch.export failure is the check's result
-            parity.error = f"{candidate_name} could not run an input of shape {list(x.shape)}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            parity.error = f"{candidate_name} could not run an input of shape {list(x.shape)}: {type(e).__name__}: {_first_line(e)}"
             return parity
         if got.shape != want.shape:
             parity.error = f"{candidate_name} gave outputs of shape {list(got.shape)} for an input of shape {list(x.shape)}; the reference gave {list(want.shape)}"
@@ -140,6 +140,11 @@ def _compare(want: np.ndarray, got: np.ndarray, classes: bool, tolerance: float,
         per_row = diff.reshape(diff.shape[0], -1).max(1) if diff.size else np.zeros(0)
         agreement = float((per_row <= tolerance).mean()) if per_row.size else 1.0
     return ShapeCheck(shape, worst, agreement)
+
+
+def _first_line(error: Exception, most: int = 300) -> str:
+    line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return line if len(line) <= most else line[:most] + " ..."
 
 
 def _json_float(value: float):

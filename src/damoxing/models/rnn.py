@@ -94,7 +94,7 @@ class RNN(nn.Module):
     def export_view(self) -> ExportView:
         """The packing-free twin; its time axis varies, except for cell `rnn` (nn.RNN has no exportable
         loop over time, so it is traced at the padded length every text is given)."""
-        return rows_and_steps(PackingFreeRNN(self).eval(), f"the {self.config.cell} network, packing-free",
+        return rows_and_steps(PackingFreeRNN(self).eval(), f"the {self.config.cell.upper()} network (its packing-free path)",
                               varies=self.config.cell != "rnn")
 
 
