@@ -231,7 +231,7 @@ def _finish(predictor, view: Optional[ExportView], rows: torch.Tensor, path: Pat
     kind = OUTPUT_KINDS.get(predictor.task_name, "outputs") if view is not None else predictor.model.output_kind
     return ExportReport(
         run=str(predictor.path), format=fmt, file=str(path), what=view.what if view is not None else _copied_what(predictor),
-        input=_input_facts(view, rows), output={"name": "outputs", "kind": kind, "shape": _output_shape(predictor, view, rows)},
+        input=_input_facts(view, rows, path), output={"name": "outputs", "kind": kind, "shape": _output_shape(predictor, view, rows)},
         opset=opset, bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), export_seconds=seconds, parity=parity,
         versions={name: _version(name) for name in ("damoxing", "torch", "onnx", "onnxruntime", "onnxscript")})
 
@@ -268,14 +268,20 @@ def _copied_what(predictor) -> str:
     return f"the run's own ONNX graph ({predictor.config.model.type}: {getattr(predictor.config.model, 'estimator', 'model')}), copied"
 
 
-def _input_facts(view: Optional[ExportView], rows: torch.Tensor) -> dict:
-    axes = view.axes if view is not None else {0: None}
-    shape = [axes[i].name if i in axes and axes[i] is not None else ("batch" if i == 0 else int(size)) for i, size in enumerate(rows.shape)]
-    if view is not None and view.input == "latent":
+def _input_facts(view: Optional[ExportView], rows: torch.Tensor, path: Path) -> dict:
+    """Name, dtype, shape (varying axes by name) and kind of the input; a copied graph's as the graph declares them."""
+    dtype = "int64" if rows.dtype == torch.int64 else "float32"
+    if view is None:
+        import onnx
+
+        declared = onnx.load(str(path), load_external_data=False).graph.input[0]
+        shape = [d.dim_param or d.dim_value for d in declared.type.tensor_type.shape.dim]
+        return {"name": declared.name, "dtype": dtype, "shape": shape, "kind": "rows"}
+    shape = [view.axes[i].name if i in view.axes else int(size) for i, size in enumerate(rows.shape)]
+    if view.input == "latent":
         shape = ["batch", view.latent_dim]
-    most = {axis.name: axis.most for axis in (view.axes.values() if view is not None else []) if axis.most}
-    return {"name": "input", "dtype": "int64" if rows.dtype == torch.int64 else "float32", "shape": shape,
-            "kind": view.input if view is not None else "rows", **({"longest": most} if most else {})}
+    most = {axis.name: axis.most for axis in view.axes.values() if axis.most}
+    return {"name": "input", "dtype": dtype, "shape": shape, "kind": view.input, **({"longest": most} if most else {})}
 
 
 @torch.no_grad()
