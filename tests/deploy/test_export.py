@@ -111,6 +111,7 @@ def check_rows(run: Path) -> tuple[torch.Tensor, str]:
 # ------------------------------------------------------------------------------ every family, ONNX
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,kind", list(registry_cases()))
 def test_every_family_exports_to_onnx_and_passes_its_parity_check(name, kind, trained, tmp_path):
     from damoxing.api import export, load
@@ -159,6 +160,7 @@ def test_every_family_exports_to_onnx_and_passes_its_parity_check(name, kind, tr
 # ------------------------------------------------------------------------------ every family, torch.export
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,kind", [c for c in registry_cases(one_kind=True) if c.values[0] != "sklearn"])
 def test_every_torch_family_exports_a_pickle_free_program_that_passes_its_check(name, kind, trained, tmp_path, cli):
     from damoxing.deploy.exporters import load_program
@@ -211,6 +213,7 @@ VARIANTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,kind,options", VARIANTS, ids=[f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items())}" for n, _, o in VARIANTS])
 def test_variants_export_and_pass(name, kind, options, trained, tmp_path):
     from damoxing.api import export

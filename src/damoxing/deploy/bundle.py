@@ -32,6 +32,7 @@ from damoxing.deploy.export import (
     RunLike,
     export_onnx,
     export_torch,
+    open_run,
 )
 from damoxing.deploy.readme import readme
 
@@ -52,14 +53,12 @@ class Destination:
 
 def export_run(run: RunLike, format: str = "onnx", out: str | Path | None = None, opset: Optional[int] = None) -> ExportReport:
     """Export a run (see the module docstring) and return its report; `report.file` is the model's final path."""
-    from damoxing.inference.predictor import Predictor, load
-
     if format not in FORMATS:
         raise UserError(f"--format '{format}' is not an export format. Formats: {choices_text(FORMATS)} "
                         "(onnx: an ONNX graph, checked with onnxruntime; torch: a torch.export program, .pt2).")
     if opset is not None and format != "onnx":
         raise UserError("--opset applies to --format onnx only (a torch.export program has no opset).")
-    predictor = run if isinstance(run, Predictor) else load(run)
+    predictor = open_run(run)
     copies = [PREPROCESSING, *sorted(predictor.preprocessing.files())]  # the run's own files, copied byte for byte
     destination = plan(out, format, Path(predictor.path).name, [*copies, README, REPORT])
     staging, created = _stage(destination)

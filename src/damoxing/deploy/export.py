@@ -35,7 +35,7 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 
-from damoxing.core.errors import UserError
+from damoxing.core.errors import RunFolderError, UserError
 from damoxing.deploy.exporters import (
     LOWEST_OPSET,
     ExportFailed,
@@ -97,7 +97,7 @@ def export_onnx(run: RunLike, path: str | Path, opset: Optional[int] = None, *, 
     """
     from damoxing.inference.onnx_model import OnnxModel
 
-    predictor, path = _open(run), _new_file(path)
+    predictor, path = open_run(run), _new_file(path)
     if opset is not None and opset < LOWEST_OPSET:
         raise UserError(f"--opset {opset} is too old: torch's ONNX exporter writes opset {LOWEST_OPSET} and later. "
                         "Leave --opset out for the exporter's default.")
@@ -123,7 +123,7 @@ def export_torch(run: RunLike, path: str | Path, *, check: bool = True) -> Expor
     The archive holds no pickled member (deploy/exporters.py); loading it with torch.export.load
     still means trusting the file, since torch would unpickle members a changed file adds.
     `exporters.load_program` checks an archive before it loads it."""
-    predictor, path = _open(run), _new_file(path)
+    predictor, path = open_run(run), _new_file(path)
     if predictor.model_format == "onnx":
         raise UserError(f"'{predictor.path}' holds its model as an ONNX graph (model.onnx: a {predictor.config.model.type} reference), "
                         "not as a torch model, so it has no torch.export program. Use --format onnx (the graph is copied).")
@@ -142,13 +142,22 @@ def export_torch(run: RunLike, path: str | Path, *, check: bool = True) -> Expor
 # ------------------------------------------------------------------------------------ the steps
 
 
-def _open(run: RunLike):
+def open_run(run: RunLike):
     """A Predictor on the CPU (the exporters trace on the CPU), from a run folder or as given."""
     from damoxing.inference.predictor import Predictor, load
 
     if isinstance(run, Predictor):
         return run
-    return load(run)
+    from safetensors import SafetensorError
+
+    try:
+        return load(run)
+    except SafetensorError as e:  # a truncated or changed weights file
+        raise RunFolderError(f"'{Path(run) / 'model.safetensors'}' cannot be read as weights ({e}); the run folder is damaged. "
+                             "Nothing was exported.") from None
+    except (OSError, KeyError) as e:  # a file missing, or a hand-edited one lacking a key
+        raise RunFolderError(f"'{run}' could not be loaded ({type(e).__name__}: {e}); the run folder is damaged. "
+                             "Nothing was exported.") from None
 
 
 def _new_file(path: str | Path) -> Path:
@@ -182,11 +191,9 @@ def _view_and_rows(predictor) -> tuple[ExportView, torch.Tensor, str]:
 
 
 def _split_rows(predictor, split: str) -> int:
-    path = predictor.path / "splits.npz"
-    if not path.exists():
-        return 0
-    with np.load(path, allow_pickle=False) as z:
-        return int(len(z[split])) if split in z.files else 0
+    from damoxing.inference.run_data import split_indices
+
+    return int(len(split_indices(predictor.path).get(split, ())))
 
 
 def _example(rows: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@ indices taken (data/saved.py), so a verb that needs the rows a run was trained a
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -20,14 +21,25 @@ def run_data(predictor):
 
     manifest = read_json(predictor.path / "manifest.json")
     recorded = manifest.get("data", {})
-    with np.load(predictor.path / "splits.npz", allow_pickle=False) as z:
-        indices = {k: z[k] for k in z.files}
+    indices = split_indices(predictor.path)
     config = predictor.config
     prepared = rebuild_data(config, predictor.preprocessing, indices, config_folder(config.data.source, recorded.get("source", "")))
     if prepared.fingerprint != recorded.get("fingerprint"):
         warn(f"the data at {prepared.source} changed since this run was trained (fingerprint differs); "
              "its splits may not hold the rows metrics.json was computed on.")
     return prepared
+
+
+def split_indices(run: Path) -> dict[str, np.ndarray]:
+    """The run's splits.npz: split name -> row indices (a RunFolderError when it is missing or damaged)."""
+    from damoxing.core.errors import RunFolderError
+
+    file = Path(run) / "splits.npz"
+    try:
+        with np.load(file, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # missing, truncated, not an .npz
+        raise RunFolderError(f"'{file}' (the run's split indices) cannot be read ({type(e).__name__}: {e}); the run folder is damaged.") from None
 
 
 def config_folder(config_source: str, recorded: str) -> Optional[Path]:
