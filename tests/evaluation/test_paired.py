@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from damoxing.errors import ConfigError, DataError
-from damoxing.evaluate.metrics import classification_metrics, regression_metrics
+from damoxing.core.errors import ConfigError, DataError
+from damoxing.evaluation.metrics import classification_metrics, regression_metrics
 from damoxing.evaluation.paired import (
     _binom_half_lower_logspace,
     frontier_prices,

@@ -26,11 +26,11 @@ from typing import Optional, Union
 
 import numpy as np
 
-from damoxing.errors import ConfigError, DataError
+from damoxing.core.errors import ConfigError, DataError
 
 # The weighted code path of the metrics module is private: there is no public function that takes
 # an (R, N) weight matrix. These are the pieces bootstrap_ci is built from.
-from damoxing.evaluate.metrics import (
+from damoxing.evaluation.metrics import (
     _CELLS_PER_CHUNK,
     METRICS,
     TASKS,
