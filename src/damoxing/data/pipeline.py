@@ -225,8 +225,10 @@ def _prepare_table(raw: RawData, config) -> PreparedData:
             f"data.features names column(s) {missing} that '{raw.source}' does not have.{did_you_mean(missing[0], frame.columns)} "
             f"Its columns: {choices_text(map(str, frame.columns))}."
         )
+    features = _without_excluded(features, config.data.exclude, frame, raw.source)
     if not features:
-        raise DataError(f"'{raw.source}' has no input columns besides the target '{target}'.")
+        raise DataError(f"'{raw.source}' has no input columns besides the target '{target}'"
+                        + (f" and the excluded {config.data.exclude}." if config.data.exclude else "."))
     frame = frame.reset_index(drop=True)
     target_values = frame[target].to_numpy()
 
@@ -255,6 +257,15 @@ def _prepare_table(raw: RawData, config) -> PreparedData:
     return _assemble(task, prep, x_all, y_model, y_all, idx, raw, summary)
 
 
+def _without_excluded(features: list[str], exclude: list[str], frame: pd.DataFrame, source: str) -> list[str]:
+    """The input columns less data.exclude; every excluded column must exist (a typo would silently keep it in)."""
+    unknown = [c for c in exclude if c not in frame.columns]
+    if unknown:
+        raise DataError(f"data.exclude names column(s) {unknown} that '{source}' does not have.{did_you_mean(unknown[0], frame.columns)} "
+                        f"Its columns: {choices_text(map(str, frame.columns))}.")
+    return [c for c in features if c not in set(exclude)]
+
+
 def _prepare_table_generation(raw: RawData, config) -> PreparedData:
     """A table for a generative model: the rows are what is modelled, there is no target.
 
@@ -268,6 +279,7 @@ def _prepare_table_generation(raw: RawData, config) -> PreparedData:
     if missing:
         raise DataError(f"data.features names column(s) {missing} that '{raw.source}' does not have.{did_you_mean(missing[0], frame.columns)} "
                         f"Its columns: {choices_text(map(str, frame.columns))}.")
+    features = _without_excluded(features, config.data.exclude, frame, raw.source)
     idx = _split(len(frame), None, config, "generation")
     p = config.data.preprocess
     inputs = TabularPreprocessor(numeric_impute=p.numeric_impute, scaling=p.scaling, categorical=p.categorical,
@@ -463,7 +475,7 @@ def _prepare_sequences(raw: RawData, config) -> PreparedData:
         frame, n_dropped = drop_missing_target(raw.frame, raw.target)
         if n_dropped:
             warn(f"dropped {n_dropped} row(s) whose target '{raw.target}' is missing.")
-        features = config.data.features or [c for c in frame.columns if c != raw.target]
+        features = _without_excluded(config.data.features or [c for c in frame.columns if c != raw.target], config.data.exclude, frame, raw.source)
         sequences, values, target = frame[features].to_numpy(dtype=np.float64), frame[raw.target].to_numpy(), raw.target
     if values is None:
         raise DataError(f"'{raw.source}' holds sequences but no labels; sequence classification/regression needs them (store them under 'y' in the .npz).")
