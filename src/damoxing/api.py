@@ -4,14 +4,18 @@
     damoxing.evaluate(run.path)                               # verbs/evaluate.py
     model = damoxing.load(run.path); model.predict(rows)     # inference/predictor.py
     damoxing.predict(run.path, rows)                          # verbs/predict.py
+    damoxing.explain(run.path)                                # verbs/explain.py: attributions, sanity check, importance
+    damoxing.audit(run.path, sensitive="sex", mitigate="equalized_odds")   # verbs/audit.py
 """
 
 from __future__ import annotations
 
 from damoxing.inference.predictor import Predictor, load
+from damoxing.verbs.audit import AuditResult, audit
 from damoxing.verbs.evaluate import evaluate
+from damoxing.verbs.explain import ExplainResult, explain
 from damoxing.verbs.generate import generate
 from damoxing.verbs.predict import predict
 from damoxing.verbs.train import Run, train
 
-__all__ = ["Run", "Predictor", "train", "evaluate", "load", "predict", "generate"]
+__all__ = ["Run", "Predictor", "train", "evaluate", "load", "predict", "generate", "explain", "audit", "ExplainResult", "AuditResult"]

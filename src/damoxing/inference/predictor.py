@@ -44,6 +44,9 @@ class Predictor:
         except RuntimeError as e:
             raise RunFolderError(f"The weights in '{self.path / 'model.safetensors'}' do not fit the model its config.yaml describes: {str(e).splitlines()[0]}") from None
         self.model.to(self.device).eval()
+        from damoxing.inference.postprocess import read_postprocess
+
+        self.postprocess = read_postprocess(self.path)  # group thresholds of a mitigated run (`damoxing audit --mitigate`), else None
 
     @property
     def classes_(self) -> Optional[np.ndarray]:
@@ -72,8 +75,15 @@ class Predictor:
         """Predictions in the target's own terms: original label values, or values in target units."""
         out = self.outputs(data)
         if self.task_name == "classification":
-            return self.preprocessing.decode_labels(out.argmax(axis=1))
+            return self.preprocessing.decode_labels(self.decisions(out, data))
         return self.preprocessing.decode_regression(out)
+
+    def decisions(self, proba: np.ndarray, data: Any) -> np.ndarray:
+        """Class ids from probabilities: the most likely class, or the run's group thresholds applied to
+        each row's sensitive value in `data` (a mitigated run; see inference/postprocess.py)."""
+        if self.postprocess is None:
+            return proba.argmax(axis=1)
+        return self.postprocess.decide(proba, self.postprocess.sensitive_column(data))
 
     def generate(self, prompt: str = "", **options: Any) -> str:
         """Continue `prompt` (language models); options as `damoxing.inference.text.generate_text`. Returns the new text."""
@@ -88,6 +98,10 @@ class Predictor:
         pred = self.outputs(data)
         if self.task_name == "classification":
             y = self.preprocessing.labels.transform(np.asarray(targets))
+            if self.postprocess is not None:  # metrics of the thresholded decisions, as 0/1 probabilities
+                from damoxing.inference.postprocess import one_hot
+
+                pred = one_hot(self.decisions(pred, data), pred.shape[1])
         else:
             y = np.asarray(targets, dtype=np.float64)
             pred = self.preprocessing.decode_regression(pred)

@@ -21,6 +21,11 @@ def evaluate(run: str | Path, data: str | Path | None = None) -> dict:
 
     predictor = load(run)
     prep = predictor.preprocessing
+    if predictor.postprocess is not None:
+        from damoxing.core.console import note
+
+        note(f"{predictor.path} applies group thresholds on '{predictor.postprocess.sensitive}' (postprocess.json): the metrics are those of "
+             "its 0/1 decisions, so log_loss, roc_auc and ece describe hard predictions, not probabilities.")
     if predictor.task_name == "language_modeling":
         return _evaluate_language_model_run(predictor, data)
     if predictor.task_name == "generation":
@@ -36,6 +41,8 @@ def evaluate(run: str | Path, data: str | Path | None = None) -> dict:
         out = predictor.task.predictions(_outputs(predictor, prepared.x["test"]))
         if predictor.task_name == "regression":
             out = prep.decode_regression(out)
+        if predictor.postprocess is not None:  # a mitigated run: its decisions, given each test row's sensitive value
+            out = _thresholded(predictor, out)
         return evaluate_predictions(predictor.task, y, out, predictor.schema, train_targets)
     inputs, targets = read_table_or_arrays(data, predictor.schema.kind, prep.target)
     if targets is None:
@@ -46,6 +53,15 @@ def evaluate(run: str | Path, data: str | Path | None = None) -> dict:
         inputs = inputs[keep] if not hasattr(inputs, "iloc") else inputs.loc[keep]
         targets = targets[keep]
     return predictor.evaluate(inputs, targets)
+
+
+def _thresholded(predictor, proba: np.ndarray) -> np.ndarray:
+    """The run's group thresholds applied to its own test split (the sensitive column read from its source rows)."""
+    from damoxing.inference.postprocess import one_hot
+    from damoxing.runs.rows import split_rows
+
+    rows = split_rows(predictor.config, predictor.path, "test")
+    return one_hot(predictor.decisions(proba, rows), proba.shape[1])
 
 
 def _run_data_config(predictor):
