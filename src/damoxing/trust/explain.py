@@ -412,9 +412,12 @@ def table_baseline(preprocessing, columns: list[str]) -> torch.Tensor:
 
 
 def special_token_ids(codec) -> set[int]:
-    """Ids of a tokenizer's special tokens other than padding ([CLS], [SEP], <eos>, ...), kept in a text baseline."""
+    """Ids of a tokenizer's special tokens other than padding and <unk> ([CLS], [SEP], <eos>, ...), kept in a text baseline:
+    those it declares special, and those its post-processor puts around every text (what encoding '' gives)."""
     decoder = codec.tokenizer_.get_added_tokens_decoder()
-    return {int(i) for i, token in decoder.items() if getattr(token, "special", False) and int(i) != codec.pad_id_}
+    declared = {int(i) for i, token in decoder.items() if getattr(token, "special", False)}
+    template = set(codec.tokenizer_.encode("", add_special_tokens=True).ids)
+    return (declared | template) - {codec.pad_id_, codec.unk_id_}  # an unknown word is still a word of the text
 
 
 def make_explainer(model: torch.nn.Module, family: str, preprocessing) -> Explainer:
