@@ -69,7 +69,7 @@ def test_the_randomized_model_rank_correlation_is_reported_and_low(bc_explained)
 def test_a_randomized_copy_changes_every_weight_and_the_same_model_correlates_fully(bc_run):
     """The check could fail: with the real model in place of the randomized copy the correlation is 1."""
     from damoxing.inference.predictor import load
-    from damoxing.trust.explain import rank_correlations, randomized_copy
+    from damoxing.trust.explain import randomized_copy, rank_correlations
 
     model = load(bc_run).model
     copy = randomized_copy(model, seed=0)

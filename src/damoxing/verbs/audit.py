@@ -176,9 +176,7 @@ def _audit_rows(predictor, rows, keys, sensitive, where, positive, n_resamples, 
     y = _targets(predictor, rows)
     outputs = predictor.outputs(rows)
     if predictor.task_name == "regression":
-        report = audit_regression(y, predictor.preprocessing.decode_regression(outputs), keys, n_resamples, seed)
-        note(f"regression run: audited per-group MAE, RMSE and bias; not computed: {', '.join(report['not_applicable'])} ({report['why_not']}).")
-        return report
+        return audit_regression(y, predictor.preprocessing.decode_regression(outputs), keys, n_resamples, seed)
     index = _positive_index(predictor, positive)
     report = audit_classification(y, predictor.decisions(outputs, rows), keys, index, n_resamples, seed)
     report["positive_class"] = str(predictor.classes_[index])
@@ -311,6 +309,8 @@ def summary_lines(result: AuditResult) -> list[str]:
     for name, v in report["between_groups"].items():
         ci = f" (95% CI {v['ci'][0]:.3f}-{v['ci'][1]:.3f})" if v["ci"] else ""
         lines.append(f"{name}: {v['value']:.3f}{ci}" if v["value"] is not None else f"{name}: undefined")
+    if report.get("not_applicable"):
+        lines.append(f"not computed for a regression run: {', '.join(report['not_applicable'])} ({report['why_not']})")
     m = report.get("mitigation")
     if m:
         gaps_before, gaps_after = report["between_groups"], m["after"]["between_groups"]
