@@ -82,12 +82,13 @@ def train(
 def evaluate(
     run: Path = typer.Argument(..., help="A run folder."),
     data: Optional[Path] = typer.Option(None, "--data", help="Labelled CSV/Parquet/NPZ (default: the run's own test split)."),
+    split: str = typer.Option("test", "--split", help="The run's own split to evaluate: val or test."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Re-evaluate a saved run on its test split or on new labelled data."""
     from damoxing.verbs.evaluate import evaluate as evaluate_run
 
-    result = evaluate_run(run, data)
+    result = evaluate_run(run, data, split=split)
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=float))
         return
@@ -97,7 +98,9 @@ def evaluate(
 def _print_metrics(result: dict) -> None:
     from rich.table import Table
 
-    table = Table("metric", "model", "95% CI", "baseline")
+    from damoxing.evaluation.metrics import ci_label
+
+    table = Table("metric", "model", ci_label(result.get("ci_level")) if result.get("ci") else "CI", "baseline")
     metrics, ci, base = result["metrics"], result.get("ci", {}), result.get("baseline", {})
     for name, value in metrics.items():
         if isinstance(value, (int, float)) or value is None:

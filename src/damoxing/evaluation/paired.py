@@ -21,25 +21,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Optional, Union
 
 import numpy as np
 
 from damoxing.core.errors import ConfigError, DataError
-
-# The weighted code path of the metrics module is private: there is no public function that takes
-# an (R, N) weight matrix. These are the pieces bootstrap_ci is built from.
 from damoxing.evaluation.metrics import (
-    _CELLS_PER_CHUNK,
     METRICS,
-    TASKS,
-    _check_classification,
-    _check_labels,
-    _check_regression,
-    _Classification,
-    _regression_eval,
-    _resample_weights,
+    SCALAR_METRICS,
+    WeightedMetrics,
+    bootstrap_weights,
+    check_labels,
 )
 
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
@@ -158,33 +150,25 @@ def _n_classes(y: np.ndarray, preds: Sequence[np.ndarray]) -> int:
 
 def _as_proba(pred: np.ndarray, k: int, what: str) -> np.ndarray:
     """Labels (N,) -> one-hot (N, K); probabilities are passed through for metrics.py to check."""
-    return np.eye(k)[_check_labels(pred, k, what)] if _is_labels(pred) else pred
+    return np.eye(k)[check_labels(pred, k, what)] if _is_labels(pred) else pred
 
 
 def _name_evaluators(name: str, y_true, pred_a, pred_b) -> tuple[Evaluator, Evaluator, int]:
     """Weighted evaluators of registered metric `name` for A and B, and cells per resample row."""
     info = METRICS.get(name)
-    if info.task not in TASKS:
-        supported = ", ".join(f"'{n}'" for n, m in METRICS.items() if m.task in TASKS)
+    if info.task not in SCALAR_METRICS:
+        supported = ", ".join(f"'{n}'" for n, m in METRICS.items() if m.task in SCALAR_METRICS)
         raise ConfigError(
             f"Metric '{name}' is computed by the training loop, not from predictions. Paired bootstrap supports: {supported}."
         )
-    if info.task == "regression":
-        preps = [_check_regression(y_true, p) for p in (pred_a, pred_b)]
-        evals = [lambda w, yt=yt, yp=yp: _regression_eval(w, yt, yp)[name] for yt, yp in preps]
-        return evals[0], evals[1], preps[0][0].size
-    y = np.asarray(y_true)
-    preds = [np.asarray(pred_a), np.asarray(pred_b)]
-    k = _n_classes(y, preds)
-    preps = [_Classification(*_check_classification(y, _as_proba(p, k, what))) for p, what in zip(preds, ("pred_a", "pred_b"))]
-    if name != "roc_auc":  # evaluate() computes every metric; the K per-class AUCs cost ~10x all others
-        for prep in preps:
-            prep.auc_defined = False
-
-    def evaluate(prep: _Classification, w: np.ndarray) -> np.ndarray:
-        return prep.evaluate(w).get(name, np.full(len(w), np.nan))  # roc_auc is absent when y has one class
-
-    return partial(evaluate, preps[0]), partial(evaluate, preps[1]), len(y)
+    if info.task == "classification":
+        y = np.asarray(y_true)
+        preds = [np.asarray(pred_a), np.asarray(pred_b)]
+        k = _n_classes(y, preds)
+        pred_a, pred_b = (_as_proba(p, k, what) for p, what in zip(preds, ("pred_a", "pred_b")))
+    # only=[name]: the per-class roc_auc statistics are computed only when roc_auc is the metric
+    evals = [WeightedMetrics(info.task, y_true, p, only=[name]) for p in (pred_a, pred_b)]
+    return (lambda w: evals[0](w)[name]), (lambda w: evals[1](w)[name]), evals[0].n * evals[0].width
 
 
 def _fn_evaluator(fn: MetricFn, y_true: np.ndarray, pred: np.ndarray) -> Evaluator:
@@ -224,12 +208,7 @@ def _check_settings(n_resamples: object, confidence: float, alpha: float) -> Non
 def _resampled_differences(eval_a: Evaluator, eval_b: Evaluator, n: int, cells: int, n_resamples: int, seed: int) -> np.ndarray:
     """(R,) metric(A) - metric(B) over R resamples; both models are scored on the same weight rows."""
     rng = np.random.default_rng(seed)
-    chunk = max(1, _CELLS_PER_CHUNK // cells)
-    parts = []
-    for start in range(0, n_resamples, chunk):
-        w = _resample_weights(rng, min(chunk, n_resamples - start), n)
-        parts.append(eval_a(w) - eval_b(w))
-    return np.concatenate(parts)
+    return np.concatenate([eval_a(w) - eval_b(w) for w in bootstrap_weights(rng, n_resamples, n, cells // n)])
 
 
 def _two_sided_p(diffs: np.ndarray) -> float:

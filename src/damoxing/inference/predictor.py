@@ -85,6 +85,15 @@ class Predictor:
             return proba.argmax(axis=1)
         return self.postprocess.decide(proba, self.postprocess.sensitive_column(data))
 
+    def decider(self, data: Any):
+        """For Task.evaluate: (split, probabilities) -> the thresholded decisions as 0/1 probabilities, for a
+        mitigated run (its group thresholds need each row's sensitive value, from `data`); None otherwise."""
+        if self.postprocess is None or self.task_name != "classification":
+            return None
+        from damoxing.inference.postprocess import one_hot
+
+        return lambda split, proba: one_hot(self.decisions(proba, data), proba.shape[1])
+
     def generate(self, prompt: str = "", **options: Any) -> str:
         """Continue `prompt` (language models); options as `damoxing.inference.text.generate_text`. Returns the new text."""
         from damoxing.inference.text import generate_text
@@ -92,20 +101,23 @@ class Predictor:
         return generate_text(self, prompt, **options)
 
     def evaluate(self, data: Any, targets: Any) -> dict:
-        """Metrics of this model on labelled raw data, and of the trivial baseline fitted on the run's train split."""
-        from damoxing.evaluation.score import evaluate_predictions
+        """Metrics of this model on labelled raw data, scored by the task's own `evaluate` with the
+        run's `evaluate:` settings and seed: {"split": "test", "metrics", "ci", "ci_level", ...}.
+        No baseline: the run's training targets are not read."""
+        from damoxing.data.pipeline import PreparedData
+        from damoxing.models.runtime import autocast_context
+        from damoxing.tasks import EvaluationSettings, one_split
 
-        pred = self.outputs(data)
-        if self.task_name == "classification":
-            y = self.preprocessing.labels.transform(np.asarray(targets))
-            if self.postprocess is not None:  # metrics of the thresholded decisions, as 0/1 probabilities
-                from damoxing.inference.postprocess import one_hot
-
-                pred = one_hot(self.decisions(pred, data), pred.shape[1])
-        else:
-            y = np.asarray(targets, dtype=np.float64)
-            pred = self.preprocessing.decode_regression(pred)
-        return evaluate_predictions(self.task, y, pred, self.schema, train_targets=None)
+        if self.task_name not in ("classification", "regression"):
+            raise UserError(f"model.evaluate(data, targets) scores predictions against targets; this run's task is '{self.task_name}'. "
+                            f"Use damoxing.evaluate('{self.path}') (its own splits, or data=FILE).")
+        x = self.preprocessing.transform_inputs(data)
+        y = self.preprocessing.labels.transform(np.asarray(targets)) if self.task_name == "classification" else np.asarray(targets, dtype=np.float64)
+        prepared = PreparedData(task=self.task_name, preprocessing=self.preprocessing, x={"test": x}, y={"test": y},
+                                y_original={"train": None, "test": y}, indices={}, fingerprint="", source="", summary={})
+        metrics = self.task.evaluate(self.model, prepared, EvaluationSettings.from_config(self.config),
+                                     autocast_context(self.config.train, self.device), splits=("test",), decide=self.decider(data))
+        return one_split(metrics, "test")
 
 
 def read_table_or_arrays(path: str | Path, kind: str, target: Optional[str]) -> tuple[Any, Optional[np.ndarray]]:

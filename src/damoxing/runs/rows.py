@@ -37,16 +37,24 @@ def source_table(config, run: str | Path) -> pd.DataFrame:
     from damoxing.data.preprocess import drop_missing_target
     from damoxing.data.sources import load_source
 
-    raw = load_source(config.data.source, config.data.target, config.data.labels)
+    manifest = read_json(Path(run) / "manifest.json")
+    raw = load_source(_source(config.data.source, (manifest.get("data") or {}).get("source")), config.data.target, config.data.labels)
     if raw.kind != "table":
         raise DataError(f"The run '{run}' was trained on {raw.kind} data from '{config.data.source}', which has no columns to read.")
-    manifest = read_json(Path(run) / "manifest.json")
     if raw.fingerprint != (manifest.get("data") or {}).get("fingerprint"):
         warn(f"the data at {config.data.source} changed since '{run}' was trained (fingerprint differs); its rows may not be the run's.")
     frame = raw.frame
     if config.task != "generation" and raw.target is not None:
         frame, _ = drop_missing_target(frame, raw.target)
     return frame.reset_index(drop=True)
+
+
+def _source(configured: str, recorded: str | None) -> str:
+    """Where the source was found at training time (the manifest records the path it was read from: a
+    relative data.source may have been found beside the config file), else the configured one."""
+    if recorded and not configured.startswith("builtin:") and Path(recorded).exists():
+        return recorded
+    return configured
 
 
 def split_rows(config, run: str | Path, split: str) -> pd.DataFrame:

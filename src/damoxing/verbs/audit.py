@@ -230,11 +230,13 @@ def _mitigate(predictor, rows, keys, before: dict, constraints: str, objective: 
 
 
 def _write_mitigated_run(predictor, rule, path: Path, mitigation: dict) -> None:
-    """A new run folder: the original's files, postprocess.json, and metrics, predictions, manifest and report of the thresholded decisions."""
-    from damoxing.evaluation.score import evaluate_predictions
-    from damoxing.inference.postprocess import FILE, one_hot
+    """A new run folder: the original's files, postprocess.json, and the metrics, predictions, manifest and
+    report of its thresholded decisions, scored exactly as `damoxing evaluate` scores the new run."""
+    from damoxing.inference.postprocess import FILE
+    from damoxing.models.runtime import autocast_context
     from damoxing.runs.folder import RunWriter, read_json
-    from damoxing.runs.rows import split_rows
+    from damoxing.tasks import EvaluationSettings
+    from damoxing.verbs.evaluate import run_data, split_decider
 
     original = predictor.path
     writer = RunWriter(path)
@@ -243,26 +245,15 @@ def _write_mitigated_run(predictor, rule, path: Path, mitigation: dict) -> None:
             continue
         (shutil.copytree if item.is_dir() else shutil.copy2)(item, writer.file(item.name))
     writer.write_json(FILE, rule.to_dict())
-    old_metrics = read_json(original / "metrics.json")
-    metrics: dict[str, Any] = {"baseline": old_metrics.get("baseline", {})}
-    evaluate = predictor.config.evaluate
-    for split in ("val", "test"):
-        rows = split_rows(predictor.config, original, split)
-        if len(rows) == 0:
-            continue
-        proba = predictor.outputs(rows)
-        decisions = rule.decide(proba, rows[rule.sensitive])
-        result = evaluate_predictions(predictor.task, _targets(predictor, rows), one_hot(decisions, proba.shape[1]), predictor.schema, None,
-                                      n_resamples=evaluate.bootstrap if split == "test" else 0, seed=predictor.config.train.seed,
-                                      confidence=evaluate.confidence, calibration_bins=evaluate.calibration_bins)
-        metrics[split] = result["metrics"]
-        if "ci" in result:
-            metrics[f"{split}_ci"] = result["ci"]
-        if split == "test":
-            np.savez(writer.file("predictions_test.npz"), y_true=_targets(predictor, rows).astype(np.int64),
-                     proba=proba.astype(np.float32), pred=decisions.astype(np.int64))
+    predictor.postprocess = rule  # this Predictor now decides as the new run will
+    predictions: dict = {}
+    metrics = predictor.task.evaluate(predictor.model, run_data(predictor), EvaluationSettings.from_config(predictor.config),
+                                      autocast_context(predictor.config.train, predictor.device), predictions=predictions,
+                                      **split_decider(predictor))
     metrics["mitigation"] = {k: mitigation[k] for k in ("constraints", "objective", "fitted_on", "seed", "constant_groups")}
     writer.write_json("metrics.json", metrics)
+    for split, arrays in predictions.items():
+        np.savez(writer.file(f"predictions_{split}.npz"), **arrays)
     manifest = read_json(original / "manifest.json")
     manifest.update(created=_now(), command=sys.argv, derived_from={
         "run": str(original), "by": "damoxing audit --mitigate", "sensitive": rule.sensitive, "constraints": rule.constraints,
