@@ -140,13 +140,12 @@ def attribute(explainer: Explainer, x: torch.Tensor, target: torch.Tensor, metho
     """Attributions of rows `x` for output `target` (N,) by `method`; `model` overrides the explainer's (the sanity check's copy)."""
     model = (model or explainer.model).eval()
     if explainer.kind == "text":
-        values, start, delta, steps = _text(explainer, model, x, target, method)
+        values, start, has_delta, steps = _text(explainer, model, x, target, method)
     else:
-        values, start, delta, steps = _dense(explainer, model, x, target, method)
+        values, start, has_delta, steps = _dense(explainer, model, x, target, method)
     out = _target_outputs(model, x, target)
     scale = explainer.output_scale
-    if delta is not None:
-        delta = values.reshape(len(x), -1).sum(1) - (out - start)
+    delta = values.reshape(len(x), -1).sum(1) - (out - start) if has_delta else None
     values = values * scale
     result = Attributions(kind=explainer.kind, method=method, target=target.numpy(), values=values, output=out * scale,
                           baseline_output=start * scale, delta=None if delta is None else delta * scale, steps=steps,
@@ -179,7 +178,7 @@ def _target_outputs(model, x: torch.Tensor, target: torch.Tensor, batch: int = 4
 
 
 def _dense(explainer: Explainer, model, x: torch.Tensor, target: torch.Tensor, method: str):
-    """(values (N, ...) in model-input space, baseline output (N,), delta-or-None, steps-or-None)."""
+    """(values (N, ...) in model-input space, baseline output (N,), whether the method has a convergence delta, steps or None)."""
     from captum.attr import FeatureAblation, IntegratedGradients, Occlusion, Saliency
 
     baseline = explainer.baseline.to(x.dtype)
@@ -196,12 +195,12 @@ def _dense(explainer: Explainer, model, x: torch.Tensor, target: torch.Tensor, m
         return values, start, True, steps
     if method == "saliency":
         values = Saliency(model).attribute(x.clone().requires_grad_(), target=target, abs=True)
-        return values.detach().double().numpy(), start, None, None
+        return values.detach().double().numpy(), start, False, None
     if method == "occlusion":
         window, stride = occlusion_window(tuple(x.shape[1:]))
         values = Occlusion(model).attribute(x, sliding_window_shapes=window, strides=stride, baselines=baseline, target=target,
                                             perturbations_per_eval=64)
-        return values.detach().double().numpy(), start, None, None
+        return values.detach().double().numpy(), start, False, None
     mask = ablation_mask(explainer, tuple(x.shape[1:]))
     n_features = int(mask.max()) + 1
     values = FeatureAblation(model).attribute(x, baselines=baseline, target=target, feature_mask=mask,
@@ -210,7 +209,7 @@ def _dense(explainer: Explainer, model, x: torch.Tensor, target: torch.Tensor, m
     if explainer.kind == "table":  # each column's value is repeated on its inputs: keep one per column
         first = [int(np.flatnonzero(explainer.groups == g)[0]) for g in range(n_features)]
         values = values[:, first]
-    return values, start, None, None
+    return values, start, False, None
 
 
 def _internal_rows(x: torch.Tensor) -> int:
@@ -268,7 +267,7 @@ def ablation_mask(explainer: Explainer, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def _text(explainer: Explainer, model, ids: torch.Tensor, target: torch.Tensor, method: str):
-    """Token attributions (N, T) on the embedding layer, the path start's output (N,), delta flag, steps."""
+    """Token attributions (N, T) on the embedding layer, the path start's output (N,), whether there is a delta, steps."""
     from captum.attr import FeatureAblation, LayerIntegratedGradients
 
     base_ids = text_baseline(ids, explainer.extra["pad_id"], explainer.extra["special_ids"])
@@ -279,7 +278,7 @@ def _text(explainer: Explainer, model, ids: torch.Tensor, target: torch.Tensor, 
                                                   feature_mask=torch.arange(ids.shape[1])[None].expand_as(ids).contiguous(),
                                                   perturbations_per_eval=8)
         values = values.double().numpy() * (ids != explainer.extra["pad_id"]).numpy()
-        return values, start, None, None
+        return values, start, False, None
     lig = LayerIntegratedGradients(model, layer)
 
     def run(rows: np.ndarray, steps: int) -> np.ndarray:

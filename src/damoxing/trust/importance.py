@@ -23,7 +23,7 @@ import torch
 CHUNK_ROWS = 50_000
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def per_row_loss(model, x: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
     """(M,) cross-entropy (classification, y class ids) or squared error summed over outputs (regression)."""
     out = model(x).float()

@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -273,24 +273,12 @@ def _write_mitigated_run(predictor, rule, path: Path, mitigation: dict) -> None:
 def _write_folder(folder: Path, report: dict) -> None:
     from damoxing.report.audit import build_audit_page
     from damoxing.runs.folder import RunWriter
+    from damoxing.verbs.outputs import json_safe
 
     writer = RunWriter(folder)
     writer.write_text("audit.json", json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
     writer.write_text("audit.html", build_audit_page(report))
     writer.commit()
-
-
-def json_safe(value: Any) -> Any:
-    """Plain JSON values: numpy scalars as Python numbers, NaN and infinities as None (strict JSON has neither)."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
 
 
 def summary_lines(result: AuditResult) -> list[str]:

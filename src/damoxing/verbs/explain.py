@@ -119,12 +119,10 @@ def _inputs(predictor, input, n: int):
         frame = split_rows(predictor.config, predictor.path, "test").iloc[:n].reset_index(drop=True)
         _check_not_empty(predictor, frame)
         return torch.as_tensor(predictor.preprocessing.transform_inputs(frame)), frame, split_indices(predictor.path, "test")[:n]
-    from damoxing.data.pipeline import prepare_data
-    from damoxing.models import data_needs
     from damoxing.runs.rows import split_indices
+    from damoxing.verbs.evaluate import run_data
 
-    prepared = prepare_data(predictor.config, data_needs(predictor.config.model))
-    x = prepared.x["test"][:n]
+    x = run_data(predictor).x["test"][:n]  # the run's own arrays: its saved preprocessing on its test indices
     _check_not_empty(predictor, x)
     return torch.as_tensor(x), None, split_indices(predictor.path, "test")[:n]
 
@@ -192,7 +190,7 @@ def _write(folder: Path, predictor, result, inputs: np.ndarray, summary: dict, d
     """explain.json, explain.html and the attributions (Parquet for tables and tokens, NPZ for arrays), atomically."""
     from damoxing.report.explain import build_explain_page, heatmap_grid
     from damoxing.runs.folder import RunWriter
-    from damoxing.verbs.audit import json_safe
+    from damoxing.verbs.outputs import json_safe
 
     writer = RunWriter(folder)
     classes = _class_names(predictor, result.target)

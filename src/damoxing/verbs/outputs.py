@@ -1,4 +1,4 @@
-"""Where a verb that reads a run writes its results: always a NEW folder, never inside the run.
+"""Where a verb that reads a run writes its results (always a NEW folder, never inside the run), and as what.
 
 A run folder is never edited in place (explain, audit and a mitigation write beside it), and a
 folder is written under a hidden `.NAME.partial` name and renamed when complete (RunWriter), so an
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
+
+import numpy as np
 
 from damoxing.core.errors import UserError
 
@@ -33,3 +35,16 @@ def result_folder(run: Path, out: Optional[str | Path], prefix: str, option: str
         k += 1
         path = base.with_name(f"{base.name}-{k}")
     return path
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON values: numpy scalars as Python numbers, NaN and infinities as None (strict JSON has neither)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
