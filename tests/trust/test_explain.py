@@ -180,3 +180,20 @@ def test_the_run_report_says_how_to_explain_and_links_what_was_written(bc_run, b
     page = build_report(bc_run)
     assert "Explanations and fairness" in page and "damoxing explain RUN" in page
     assert bc_explained.path.name in page  # the explain folder beside the run is linked
+
+
+def test_a_regression_is_explained_in_the_targets_units(tmp_path):
+    """The target is standardized for training; attributions and outputs come back in its own units."""
+    from damoxing.api import explain, train
+    from damoxing.inference.predictor import load
+    from damoxing.runs.rows import split_rows
+
+    run = train({"data": {"source": "builtin:diabetes"}, "model": {"type": "mlp", "size": "tiny"},
+                 "train": {"epochs": 10, "optimizer": {"name": "adam", "lr": 0.01}}, "evaluate": {"bootstrap": 20}},
+                out=tmp_path / "run", quiet=True).path
+    result = explain(run, rows=20, sanity=False, repeats=3).attributions
+    predictor = load(run)
+    rows = split_rows(predictor.config, run, "test").iloc[:20]
+    assert np.allclose(result.output, predictor.predict(rows), rtol=1e-4, atol=1e-3)  # f(x) in the target's units
+    assert np.all(result.converged)
+    assert np.allclose(result.values.sum(1), result.output - result.baseline_output, atol=np.abs(result.delta).max() + 1e-6)

@@ -111,3 +111,14 @@ def test_the_image_baseline_is_a_black_image_through_the_preprocessing(digits_ru
     explainer = make_explainer(predictor.model, "cnn", predictor.preprocessing)
     black = predictor.preprocessing.transform_inputs(np.zeros((1, 1, 8, 8), dtype=np.uint8))
     assert torch.allclose(explainer.baseline, torch.as_tensor(black)) and float(explainer.baseline.abs().max()) > 0
+
+
+def test_runs_without_a_prediction_per_input_or_without_columns_are_refused(cli, digits_run, tmp_path):
+    from damoxing.api import train
+
+    vae = train({"data": {"source": "builtin:digits_images"}, "model": {"type": "vae", "size": "tiny"}, "train": {"epochs": 1}},
+                out=tmp_path / "vae", quiet=True).path
+    result = cli("explain", vae, "--rows", "2")
+    assert result.code == 2 and "generation run" in result.err and "Traceback" not in result.err
+    result = cli("audit", digits_run, "--sensitive", "sex")
+    assert result.code == 2 and "has no columns" in result.err

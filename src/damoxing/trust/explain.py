@@ -77,13 +77,14 @@ class Attributions:
     steps: Optional[np.ndarray] = None
     feature_names: Optional[list[str]] = None
     mask: Optional[np.ndarray] = None  # text: (N, T) True at real tokens
+    atol: float = ATOL  # the absolute part of the convergence tolerance, in the output's units (ATOL x a regression's scale)
 
     @property
     def converged(self) -> Optional[np.ndarray]:
         """(N,) bool: the convergence delta is small (see RTOL, ATOL); None for methods without a delta."""
         if self.delta is None:
             return None
-        return np.abs(self.delta) <= RTOL * np.abs(self.output - self.baseline_output) + ATOL
+        return np.abs(self.delta) <= RTOL * np.abs(self.output - self.baseline_output) + self.atol
 
     def delta_summary(self) -> Optional[dict]:
         """The convergence delta in numbers a reader can judge: absolute and relative to |f(x) - f(baseline)|."""
@@ -97,7 +98,7 @@ class Attributions:
                 "p95_relative": float(np.quantile(relative, 0.95)) if len(relative) else 0.0,
                 "rows_converged": int(converged.sum()), "rows": int(len(converged)),
                 "steps_used": sorted({int(s) for s in self.steps}) if self.steps is not None else None,
-                "tolerance": f"|delta| <= {RTOL} |f(x) - f(baseline)| + {ATOL}"}
+                "tolerance": f"|delta| <= {RTOL} |f(x) - f(baseline)| + {self.atol:.3g}"}
 
 
 @dataclass
@@ -117,7 +118,8 @@ class Explainer:
     groups: Optional[np.ndarray] = None
     feature_names: Optional[list[str]] = None
     embedding: Optional[Callable[[torch.nn.Module], torch.nn.Module]] = None
-    output_scale: float = 1.0  # regression: model units -> target units
+    output_scale: float = 1.0  # regression: model units -> target units (value * scale + offset)
+    output_offset: float = 0.0
     extra: dict = field(default_factory=dict)
 
 
@@ -147,9 +149,10 @@ def attribute(explainer: Explainer, x: torch.Tensor, target: torch.Tensor, metho
     scale = explainer.output_scale
     delta = values.reshape(len(x), -1).sum(1) - (out - start) if has_delta else None
     values = values * scale
-    result = Attributions(kind=explainer.kind, method=method, target=target.numpy(), values=values, output=out * scale,
-                          baseline_output=start * scale, delta=None if delta is None else delta * scale, steps=steps,
-                          feature_names=explainer.feature_names)
+    offset = explainer.output_offset
+    result = Attributions(kind=explainer.kind, method=method, target=target.numpy(), values=values, output=out * scale + offset,
+                          baseline_output=start * scale + offset, delta=None if delta is None else delta * scale, steps=steps,
+                          feature_names=explainer.feature_names, atol=ATOL * scale)
     if explainer.kind == "table":
         result.values = sum_groups(values, explainer.groups) if method != "feature_ablation" else values
     if explainer.kind == "text":
@@ -422,19 +425,22 @@ def special_token_ids(codec) -> set[int]:
 def make_explainer(model: torch.nn.Module, family: str, preprocessing) -> Explainer:
     """What `attribute` needs for a run's model and fitted preprocessing (kinds: table, image, sequence, text)."""
     schema = preprocessing.schema
-    scale = float(preprocessing.target_scaler.std_) if preprocessing.target_scaler is not None else 1.0
+    scaler = preprocessing.target_scaler
+    scale, offset = (float(scaler.std_), float(scaler.mean_)) if scaler is not None else (1.0, 0.0)
     if schema.kind == "table":
         names, groups = table_columns(preprocessing.inputs)
         return Explainer(model=model, kind="table", baseline=table_baseline(preprocessing, names), groups=groups,
-                         feature_names=names, output_scale=scale)
+                         feature_names=names, output_scale=scale, output_offset=offset)
     if schema.kind == "image":
         blank = np.zeros((1, *schema.input_shape), dtype=np.float32)
-        return Explainer(model=model, kind="image", baseline=torch.as_tensor(preprocessing.inputs.transform(blank)), output_scale=scale)
+        return Explainer(model=model, kind="image", baseline=torch.as_tensor(preprocessing.inputs.transform(blank)), output_scale=scale,
+                         output_offset=offset)
     if schema.kind == "sequence":
-        return Explainer(model=model, kind="sequence", baseline=torch.zeros((1, *schema.input_shape)), output_scale=scale)
+        return Explainer(model=model, kind="sequence", baseline=torch.zeros((1, *schema.input_shape)), output_scale=scale,
+                         output_offset=offset)
     if schema.kind == "text":
         if family not in TOKEN_EMBEDDINGS:
             raise ConfigError(f"explain finds the token embedding of {choices_text(TOKEN_EMBEDDINGS)} text models; '{family}' is not one of them.")
-        return Explainer(model=model, kind="text", baseline=None, embedding=TOKEN_EMBEDDINGS[family], output_scale=scale,
+        return Explainer(model=model, kind="text", baseline=None, embedding=TOKEN_EMBEDDINGS[family], output_scale=scale, output_offset=offset,
                          extra={"pad_id": int(schema.pad_id), "special_ids": special_token_ids(preprocessing.inputs)})
     raise ConfigError(f"explain does not cover {schema.kind} data; it explains tables, images, numeric sequences and texts.")
