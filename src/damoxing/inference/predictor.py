@@ -8,16 +8,20 @@ from typing import Any, Optional
 import numpy as np
 
 from damoxing.core.errors import DataError, RunFolderError, UserError
-from damoxing.runs.folder import check_run, read_json
+from damoxing.runs.folder import check_run, model_format, read_json
 
 
 class Predictor:
     """The model and preprocessing of one run folder, ready to predict.
 
+    The model is the torch model of config.yaml with model.safetensors' weights, or, for a run
+    that holds model.onnx instead, an `inference.onnx_model.OnnxModel` (same calls, ONNX Runtime).
+
     Attributes:
         path: the run folder.
         config: the run's resolved config.
         task: classification | regression | ...
+        model_format: "safetensors" | "onnx".
         classes_: original label values (classification).
     """
 
@@ -37,12 +41,18 @@ class Predictor:
         self.task_name = self.schema.task
         self.task = TASKS.get(self.task_name)(self.config.train)
         self.device = torch.device(device)
-        self.model = create_model(self.config.model, self.schema)
-        state = load_file(str(self.path / "model.safetensors"))
-        try:
-            self.model.load_state_dict(state)
-        except RuntimeError as e:
-            raise RunFolderError(f"The weights in '{self.path / 'model.safetensors'}' do not fit the model its config.yaml describes: {str(e).splitlines()[0]}") from None
+        self.model_format = model_format(self.path)
+        if self.model_format == "onnx":  # e.g. a scikit-learn reference of `damoxing ladder`
+            from damoxing.inference.onnx_model import OnnxModel
+
+            self.model = OnnxModel.load(self.path / "model.onnx")
+        else:
+            self.model = create_model(self.config.model, self.schema)
+            state = load_file(str(self.path / "model.safetensors"))
+            try:
+                self.model.load_state_dict(state)
+            except RuntimeError as e:
+                raise RunFolderError(f"The weights in '{self.path / 'model.safetensors'}' do not fit the model its config.yaml describes: {str(e).splitlines()[0]}") from None
         self.model.to(self.device).eval()
         from damoxing.inference.postprocess import read_postprocess
 

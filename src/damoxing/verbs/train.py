@@ -106,6 +106,12 @@ def train(config: str | Path | dict | None = None, *, out: str | Path | None = N
         cfg = cfg.model_copy(update={"model": inherit_options(cfg.model, source_run(cfg.model.init_from, base_dir))})
 
     family = MODELS.get(cfg.model.type)
+    if getattr(family, "fitted_by", None) == "scikit-learn":  # a traditional reference: fitted, saved as ONNX
+        from damoxing.verbs.reference import fit_reference
+
+        path, metrics, cfg, history, manifest = fit_reference(cfg, path, base_dir, started, evaluate_run)
+        note(headline(metrics, cfg.task, path))
+        return Run(path=path, metrics=metrics, config=cfg, history=history, manifest=manifest)
     if hasattr(family, "resolve_config"):  # e.g. pretrained: find the checkpoint, record its hash and position limit
         cfg = family.resolve_config(cfg, base_dir)
 
