@@ -9,16 +9,9 @@ import pandas as pd
 import pytest
 
 from damoxing.core.errors import ConfigError, DataError
-from damoxing.data.preprocess import (
-    ImagePreprocessor,
-    LabelEncoder,
-    TabularPreprocessor,
-    TargetScaler,
-    check_target_for_task,
-    drop_missing_target,
-    infer_task,
-)
+from damoxing.data.preprocess import ImagePreprocessor, TabularPreprocessor
 from damoxing.data.sources import load_source
+from damoxing.data.targets import LabelEncoder, TargetScaler, check_target_for_task, drop_missing_target, infer_task
 
 
 def roundtrip(obj):
