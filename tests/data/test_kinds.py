@@ -62,10 +62,11 @@ def test_every_kind_is_registered_with_the_same_surface():
     for name, cls in DATA_KINDS.items():
         kind = cls()
         assert isinstance(kind, DataKind) and kind.name == name
-        for method in ("prepare", "transform_inputs", "read_inputs", "codec_from_dict", "codec_files"):
+        for method in ("prepare", "transform_inputs", "read_inputs", "saved_rows", "codec_from_dict", "codec_files"):
             assert callable(getattr(kind, method))
         assert callable(cls.codec.from_dict)
-        assert type(kind).read_inputs is not DataKind.read_inputs and type(kind).prepare is not DataKind.prepare
+        for method in ("prepare", "read_inputs", "saved_rows"):  # each kind has its own
+            assert getattr(type(kind), method) is not getattr(DataKind, method)
 
 
 # ------------------------------------------------------------------------- the single-class check
@@ -191,3 +192,30 @@ def test_image_inputs_without_a_channel_axis_get_one(tmp_path):
     np.testing.assert_array_equal(prep.transform_inputs(images[:5, 0]), prep.transform_inputs(images[:5]))
     with pytest.raises(DataError, match="trained on \\(1, 8, 8\\)"):
         prep.transform_inputs(np.zeros((2, 3, 8, 8)))
+
+
+# ------------------------------------------------------------------------------ a saved run's rows
+
+
+@pytest.mark.parametrize("case", ["table with missing targets", "table for a vae", "text", "sequence from a table",
+                                  "sequence from images", "image", "corpus"])
+def test_a_saved_run_rebuilds_the_arrays_prepare_made(files, tmp_path, case):
+    """Each kind's saved_rows names the rows prepare kept, so rebuild_data (re-evaluating a run) sees the same arrays."""
+    from damoxing.data.saved import rebuild_data
+
+    frame = pd.read_csv(files / "numbers.csv")
+    frame.loc[[2, 11], "y"] = None
+    frame.to_csv(tmp_path / "holes.csv", index=False)
+    source, model = {"table with missing targets": (tmp_path / "holes.csv", "mlp"), "table for a vae": ("builtin:iris", "vae"),
+                     "text": (files / "texts.csv", "transformer"), "sequence from a table": (tmp_path / "holes.csv", "rnn"),
+                     "sequence from images": ("builtin:digits_images", "rnn"), "image": (files / "images.npz", "cnn"),
+                     "corpus": (files / "corpus.txt", "gpt")}[case]
+    cfg = config(source, model, **({"block_size": 8} if case == "corpus" else {}))
+    data = prepare(cfg)
+    again = rebuild_data(cfg, saved(data, tmp_path), data.indices)
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(again.x[split], data.x[split])
+        for got, want in ((again.y[split], data.y[split]), (again.y_original[split], data.y_original[split])):
+            assert (got is None) == (want is None)
+            if want is not None:
+                np.testing.assert_array_equal(got, want)

@@ -6,6 +6,8 @@ registered by name in `DATA_KINDS` where it is defined:
     prepare(raw, config, needs, base_dir) -> PreparedData   fit on the training split only
     transform_inputs(preprocessing, data) -> np.ndarray     raw prediction inputs -> model inputs
     read_inputs(path, target) -> (inputs, targets or None)  a file of prediction inputs
+    saved_rows(raw, config, preprocessing) -> (inputs, targets or None)
+                                                            the rows `prepare` kept, read again for a saved run
     codec_from_dict(d, folder) -> the fitted input codec    preprocessing.json's "inputs"
     codec_files(codec) -> {file name: text}                 files kept beside preprocessing.json
 
@@ -43,6 +45,11 @@ class DataKind:
 
     def read_inputs(self, path: Path, target: Optional[str]) -> tuple[Any, Optional[np.ndarray]]:
         """A file of prediction inputs (it exists) -> (raw inputs for transform_inputs, targets or None)."""
+        raise NotImplementedError
+
+    def saved_rows(self, raw: RawData, config, preprocessing: "Preprocessing") -> tuple[Any, Optional[np.ndarray]]:
+        """Every row `prepare` kept, in its order, from the source read again for a saved run (saved.py):
+        (inputs for preprocessing.inputs.transform, target values or None), so saved split indices name the same rows."""
         raise NotImplementedError
 
     def codec_from_dict(self, d: dict[str, Any], folder: Optional[Path]) -> Any:

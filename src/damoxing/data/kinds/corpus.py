@@ -60,6 +60,12 @@ class CorpusKind(TextCodecKind):
     def read_inputs(self, path: Path, target: Optional[str]) -> tuple[Any, Optional[np.ndarray]]:
         raise DataError(NOT_FOR_PREDICTIONS)
 
+    def saved_rows(self, raw: RawData, config, preprocessing: Preprocessing) -> tuple[list[str], None]:
+        """The corpus's units (lines or documents); they are packed into blocks per split, not transformed row by row."""
+        if raw.kind != "corpus":
+            raise DataError(f"The run is a language model, but '{raw.source}' is no longer a text corpus.")
+        return raw.texts, None
+
 
 def check_enough_units(units: list[str], unit: str, source: str, config) -> None:
     """A corpus is split by unit into train/val/test, so it needs one unit per non-empty split."""

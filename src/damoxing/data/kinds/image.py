@@ -63,6 +63,11 @@ class ImageKind(DataKind):
             raise DataError(f"This model was trained on images; '{path}' holds a table. Give an .npz / .npy / IDX file of images.")
         return raw.images, raw.labels
 
+    def saved_rows(self, raw: RawData, config, preprocessing: Preprocessing) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        if raw.kind != "image":
+            raise DataError(f"The run was trained on images, but '{raw.source}' now holds {raw.kind} data.")
+        return raw.images, (raw.labels if preprocessing.schema.task in TASKS else None)
+
 
 def image_targets(raw: RawData, config) -> Targets:
     """Classes by default when the images have labels; without labels (or for generation) only the split."""

@@ -18,7 +18,7 @@ from damoxing.data.kinds.base import (
     Preprocessing,
     assemble,
 )
-from damoxing.data.kinds.table import select_features
+from damoxing.data.kinds.table import kept_rows, select_features
 from damoxing.data.raw import RawData
 from damoxing.data.schema import DataSchema, ModelNeeds
 from damoxing.data.sequence import SequencePreprocessor
@@ -56,6 +56,12 @@ class SequenceKind(DataKind):
             return raw.images[:, 0], raw.labels
         frame = raw.frame
         return frame.drop(columns=[raw.target]).to_numpy() if raw.target else frame.to_numpy(), (frame[raw.target].to_numpy() if raw.target else None)
+
+    def saved_rows(self, raw: RawData, config, preprocessing: Preprocessing) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        if raw.kind == "image":  # (N, 1, T, F) single-channel arrays are read as (N, T, F) sequences
+            return raw.images[:, 0], raw.labels
+        frame, values = kept_rows(raw, preprocessing)
+        return frame[select_features(frame, raw.target, config, raw.source)].to_numpy(dtype=np.float64), values
 
 
 def sequences_of(raw: RawData, config) -> tuple[Optional[np.ndarray], Optional[np.ndarray], Optional[str]]:

@@ -89,6 +89,9 @@ class TableKind(DataKind):
             return read_input_arrays(path)
         raise DataError(f"Input '{path}' must be .csv, .parquet or .npz for a model trained on a table.")
 
+    def saved_rows(self, raw: RawData, config, preprocessing: Preprocessing) -> tuple[pd.DataFrame, Optional[np.ndarray]]:
+        return kept_rows(raw, preprocessing)
+
 
 # ------------------------------------------------------------------------------------- the steps
 
@@ -117,6 +120,22 @@ def table_preprocessing(targets: Targets, inputs: TabularPreprocessor, target: O
                         class_names=targets.class_names, feature_names=list(inputs.feature_names_out_))
     return Preprocessing(schema=schema, target=target, feature_columns=list(features), inputs=inputs, labels=targets.labels,
                          target_scaler=targets.scaler)
+
+
+def kept_rows(raw: RawData, preprocessing: Preprocessing) -> tuple[pd.DataFrame, Optional[np.ndarray]]:
+    """The rows of a table `prepare` kept for a saved run: with a target value when the run predicts one.
+
+    Returns (the rows, index reset; their target values or None)."""
+    if raw.kind != "table":
+        raise DataError(f"The run was trained on a table, but '{raw.source}' now holds {raw.kind} data.")
+    frame = raw.frame
+    labelled = preprocessing.schema.task in TASKS
+    if labelled:
+        if raw.target not in frame.columns:
+            raise DataError(f"'{raw.source}' no longer has the target column '{raw.target}' the run was trained on.")
+        frame = frame[frame[raw.target].notna().to_numpy()]
+    frame = frame.reset_index(drop=True)
+    return frame, (frame[raw.target].to_numpy() if labelled else None)
 
 
 # ------------------------------------------------------------------------------- prediction inputs

@@ -19,7 +19,7 @@ from damoxing.data.kinds.base import (
     Preprocessing,
     assemble,
 )
-from damoxing.data.kinds.table import TABLE_FILES, read_table_inputs
+from damoxing.data.kinds.table import TABLE_FILES, kept_rows, read_table_inputs
 from damoxing.data.raw import RawData
 from damoxing.data.schema import DataSchema, ModelNeeds
 from damoxing.data.sources import resolve_path
@@ -84,6 +84,10 @@ class TextKind(TextCodecKind):
         if not path.name.lower().endswith(TABLE_FILES):
             raise DataError(f"Input '{path}' must be a .csv or .parquet table with the text column, for a model trained on texts.")
         return read_table_inputs(path, target)
+
+    def saved_rows(self, raw: RawData, config, preprocessing: Preprocessing) -> tuple[list[str], Optional[np.ndarray]]:
+        frame, values = kept_rows(raw, preprocessing)
+        return as_texts(frame[preprocessing.feature_columns[0]]), values
 
 
 def texts_of(frame: pd.DataFrame, column: str) -> list[str]:
