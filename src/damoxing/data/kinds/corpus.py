@@ -22,6 +22,8 @@ NOT_FOR_PREDICTIONS = ("This run is a language model: it continues text rather t
 
 @DATA_KINDS.register("corpus")
 class CorpusKind(TextCodecKind):
+    """A .txt corpus -> next-token blocks (N, block_size) for language modelling; nothing to predict per input."""
+
     name = "corpus"
 
     def prepare(self, raw: RawData, config, needs: ModelNeeds, base_dir: Optional[Path]) -> PreparedData:

@@ -35,6 +35,8 @@ IMAGE_TASKS = ("classification", "regression", "generation")
 
 @DATA_KINDS.register("image")
 class ImageKind(DataKind):
+    """Images (N, C, H, W) -> normalised float32; their labels -> classes or values (none for generation)."""
+
     name = "image"
     codec = ImagePreprocessor
 

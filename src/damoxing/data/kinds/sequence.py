@@ -28,6 +28,8 @@ from damoxing.data.targets import TASKS, choose_task, drop_missing_targets, fit_
 
 @DATA_KINDS.register("sequence")
 class SequenceKind(DataKind):
+    """Numeric sequences -> standardized float32 (N, T, F); one class or value per sequence."""
+
     name = "sequence"
     codec = SequencePreprocessor
 

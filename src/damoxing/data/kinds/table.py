@@ -42,6 +42,8 @@ LABEL_LIKE = ("label", "target", "y", "class")  # a column named so stays out of
 
 @DATA_KINDS.register("table")
 class TableKind(DataKind):
+    """A table's feature columns -> float32 (N, F); its target column -> classes or values."""
+
     name = "table"
     codec = TabularPreprocessor
 

@@ -41,6 +41,8 @@ class TextCodecKind(DataKind):
 
 @DATA_KINDS.register("text")
 class TextKind(TextCodecKind):
+    """A table's text column -> token ids (N, T); its target column -> classes or values."""
+
     name = "text"
 
     def prepare(self, raw: RawData, config, needs: ModelNeeds, base_dir: Optional[Path]) -> PreparedData:
