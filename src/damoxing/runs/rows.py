@@ -34,7 +34,6 @@ def split_indices(run: str | Path, split: str) -> np.ndarray:
 
 def source_table(config, run: str | Path) -> pd.DataFrame:
     """The run's source table with every column, numbered as when it was split (rows with a missing target dropped)."""
-    from damoxing.data.preprocess import drop_missing_target
     from damoxing.data.sources import load_source
 
     manifest = read_json(Path(run) / "manifest.json")
@@ -44,8 +43,8 @@ def source_table(config, run: str | Path) -> pd.DataFrame:
     if raw.fingerprint != (manifest.get("data") or {}).get("fingerprint"):
         warn(f"the data at {config.data.source} changed since '{run}' was trained (fingerprint differs); its rows may not be the run's.")
     frame = raw.frame
-    if config.task != "generation" and raw.target is not None:
-        frame, _ = drop_missing_target(frame, raw.target)
+    if config.task in ("classification", "regression") and raw.target in frame.columns:  # as data.kinds' kept_rows: rows with a target
+        frame = frame[frame[raw.target].notna().to_numpy()]
     return frame.reset_index(drop=True)
 
 
