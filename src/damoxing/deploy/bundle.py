@@ -4,6 +4,8 @@
         model.onnx | model.pt2         the exported model (deploy/export.py), checked before anything is written
         preprocessing.json             the run's, byte for byte: raw data -> the model's input, outputs -> predictions
         tokenizer.json                 the run's tokenizer, for text and language models
+        postprocess.json               a mitigated run's group thresholds (`damoxing audit --mitigate`), which decide
+                                       its classes from the probabilities; not part of the graph
         export.json                    ExportReport: what was exported, shapes, versions, every parity number
         README.md                      how to run it with onnxruntime on raw data (deploy/readme.py)
 
@@ -36,7 +38,7 @@ from damoxing.deploy.export import (
 )
 from damoxing.deploy.readme import readme
 
-REPORT, README, PREPROCESSING = "export.json", "README.md", "preprocessing.json"
+REPORT, README, PREPROCESSING, POSTPROCESS = "export.json", "README.md", "preprocessing.json", "postprocess.json"
 
 
 @dataclass
@@ -60,6 +62,7 @@ def export_run(run: RunLike, format: str = "onnx", out: str | Path | None = None
         raise UserError("--opset applies to --format onnx only (a torch.export program has no opset).")
     predictor = open_run(run)
     copies = [PREPROCESSING, *sorted(predictor.preprocessing.files())]  # the run's own files, copied byte for byte
+    copies += [name for name in (POSTPROCESS,) if (Path(predictor.path) / name).exists()]  # a mitigated run's group thresholds
     destination = plan(out, format, Path(predictor.path).name, [*copies, README, REPORT])
     staging, created = _stage(destination)
     try:

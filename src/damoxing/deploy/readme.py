@@ -16,6 +16,7 @@ MODEL_FILES = {
 FILES = {
     "preprocessing.json": "the run's fitted preprocessing: raw inputs -> `input`, and `outputs` -> predictions",
     "tokenizer.json": "the run's tokenizer (Hugging Face `tokenizers`), read by the code below",
+    "postprocess.json": "the run's group thresholds (a mitigated run): they, not the most likely class, decide its predictions",
     "export.json": "how the file was exported and checked (versions, shapes, every parity number)",
 }
 
@@ -53,6 +54,8 @@ def readme(report: dict, preprocessing: dict, run_name: str, model_file: str, co
     parts = [f"# `{run_name}`, exported\n",
              f"`{model_file}` holds {report['what']} of the damoxing run `{report['run']}` (task: {task}, data: {kind}).\n",
              _files_table(report["format"], model_file, companions), _contract(report), _parity(report)]
+    if "postprocess.json" in companions:
+        parts.append(_thresholds())
     if report["format"] == "torch":
         parts.append(_pt2_note(model_file))
     else:
@@ -85,6 +88,18 @@ def _parity(report: dict) -> str:
             f"Largest absolute difference of any output: **{p['max_abs_diff']:.2e}** (allowed {p['tolerance']:g}); "
             f"agreement of {p['agreement_of']}: **{p['agreement']:.4f}** (required {p['min_agreement']:g}). "
             "A failed check writes nothing. Every number is in export.json.\n")
+
+
+def _thresholds() -> str:
+    return textwrap.dedent("""\
+        ## Decisions: group thresholds
+
+        This run was mitigated (`damoxing audit --mitigate`): its predicted class is decided from the class
+        probabilities by the group thresholds in postprocess.json, using each row's sensitive column, not by the
+        most likely class that `predict` below returns. The rule (fairlearn's ThresholdOptimizer, reproduced
+        without fairlearn) is written out in damoxing's `inference/postprocess.py`; the graph gives the
+        probabilities it starts from.
+        """)
 
 
 def _pt2_note(model_file: str) -> str:
