@@ -41,7 +41,7 @@ def data(tmp_path_factory) -> dict:
     rng = np.random.default_rng(0)
     n = 150
     table = pd.DataFrame({"width": rng.normal(size=n), "height": rng.normal(10, 3, size=n),
-                          "colour": rng.choice(["red", "green", "blue"], size=n)})
+                          "colour": rng.choice(["red", "green", "blue"], size=n), "site": rng.choice(["north", "south"], size=n)})
     table.loc[::17, "width"] = np.nan  # imputed
     table.loc[::23, "colour"] = None
     table["kind"] = np.where(table["width"].fillna(0) + (table["colour"] == "red") > 0.5, "big", "small")
@@ -302,3 +302,16 @@ def test_the_readme_code_continues_text_with_the_language_model(trained, tmp_pat
     namespace = _readme_code(tmp_path / "lm")
     text = namespace["continue_text"]("the match", new_tokens=5)
     assert text.startswith("the match") and len(text) > len("the match")
+
+
+def test_a_mitigated_run_exports_with_its_group_thresholds(trained, tmp_path):
+    from damoxing.api import audit, export
+
+    result = audit(trained("mlp", "table"), sensitive="site", mitigate="equalized_odds", out=tmp_path / "audit",
+                   mitigated_out=tmp_path / "mitigated", n_resamples=10)
+    mitigated = result.mitigated_run
+    report = export(mitigated, out=tmp_path / "export")
+    assert report.parity.passed  # the graph gives the model's outputs; the thresholds come after it
+    assert (tmp_path / "export" / "postprocess.json").read_bytes() == (mitigated / "postprocess.json").read_bytes()
+    readme = (tmp_path / "export" / "README.md").read_text()
+    assert "group thresholds" in readme and "postprocess.json" in readme
