@@ -315,3 +315,30 @@ def test_a_mitigated_run_exports_with_its_group_thresholds(trained, tmp_path):
     assert (tmp_path / "export" / "postprocess.json").read_bytes() == (mitigated / "postprocess.json").read_bytes()
     readme = (tmp_path / "export" / "README.md").read_text()
     assert "group thresholds" in readme and "postprocess.json" in readme
+
+
+def test_the_projects_readme_example_predicts_what_damoxing_predicts(tmp_path):
+    """The 15 lines of README.md's export section, run on an export of an iris classifier."""
+    import os
+
+    from damoxing.api import export, load, train
+    from damoxing.data.sources import load_source
+
+    run = train({"name": "iris", "data": {"source": "builtin:iris"}, "model": {"type": "mlp", "size": "tiny"}, "train": TRAIN,
+                 "evaluate": {"bootstrap": 0}, "tracking": {"report": False}}, out=tmp_path / "run", quiet=True).path
+    export(run, out=tmp_path / "export")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    code = readme.split("**Using model.onnx without damoxing.**")[1].split("```python\n")[1].split("```")[0]
+    namespace: dict = {}
+    cwd = os.getcwd()
+    os.chdir(tmp_path / "export")
+    try:
+        exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the documented code is what is tested
+    finally:
+        os.chdir(cwd)
+    source = load_source("builtin:iris", None)
+    frame = source.frame.drop(columns=[source.target]).iloc[:40]
+    labels, proba = namespace["predict"](frame)
+    predictor = load(run)
+    assert list(labels) == list(predictor.predict(frame))
+    np.testing.assert_allclose(proba, predictor.predict_proba(frame), atol=1e-5)

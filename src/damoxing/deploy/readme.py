@@ -131,7 +131,7 @@ def _usage(report: dict, prep: dict, model_file: str) -> str:
         body = {"table": _table, "image": _image, "text": _text, "sequence": _sequence}[kind](prep) + "\n\n\n" + DECODE[task]
     head = IMPORTS + ("import pandas as pd\n" if kind == "table" else "") + ("from tokenizers import Tokenizer\n" if kind in ("text", "corpus") else "")
     setup = f'prep = json.load(open("preprocessing.json"))\nsession = ort.InferenceSession("{model_file}")\n'
-    return f"## Running it with onnxruntime\n\nFrom this folder, with numpy and onnxruntime (no damoxing):\n\n```python\n{head}\n{setup}\n{body.rstrip()}\n```\n"
+    return f"## Running it with onnxruntime\n\nFrom this folder, with numpy and onnxruntime (no damoxing):\n\n```python\n{head}\n{setup}\n\n{body.rstrip()}\n```\n"
 
 
 def _table(prep: dict) -> str:
