@@ -65,12 +65,11 @@ def latencies(predictor, onnx_path: Path, threads: int, calls: int, repeats: int
     """(torch ms, onnxruntime ms) for one row, best median over the repeats, the two alternated."""
     import torch
 
-    from damoxing.deploy.export import _view_and_rows
+    from damoxing.deploy.export import check_inputs
     from damoxing.inference.onnx_model import OnnxModel
 
-    view, rows, _ = _view_and_rows(predictor)
-    one = rows[:1]
-    reference = predictor.model if view.input == "rows" else view.module
+    inputs = check_inputs(predictor)
+    one, reference = inputs.rows[:1], inputs.reference
     session = OnnxModel.load(onnx_path, threads=threads)
     torch.set_num_threads(threads)
     best_torch, best_ort = float("inf"), float("inf")

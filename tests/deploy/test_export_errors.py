@@ -242,3 +242,22 @@ def test_a_file_that_is_not_an_archive_is_refused(tmp_path):
     (tmp_path / "x.pt2").write_bytes(io.BytesIO(b"not a zip").getvalue())
     with pytest.raises(UserError, match="not a readable torch.export archive"):
         load_program(tmp_path / "x.pt2")
+
+
+def test_check_file_holds_another_graph_to_the_check_with_its_own_thresholds(runs, tmp_path):
+    """What a quantized graph goes through: the same inputs against the run's model, thresholds of the caller's choosing."""
+    import onnx
+    from onnx import numpy_helper
+
+    from damoxing.deploy.export import check_file, export_onnx
+
+    export_onnx(runs["mlp"], tmp_path / "model.onnx")
+    assert check_file(runs["mlp"], tmp_path / "model.onnx").passed
+    graph = onnx.load(str(tmp_path / "model.onnx"))
+    for i, tensor in enumerate(graph.graph.initializer):  # a crude stand-in for quantization: weights rounded to 1 decimal
+        graph.graph.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).round(1), tensor.name))
+    onnx.save(graph, str(tmp_path / "rounded.onnx"))
+    strict = check_file(runs["mlp"], tmp_path / "rounded.onnx")
+    loose = check_file(runs["mlp"], tmp_path / "rounded.onnx", tolerance=10.0, min_agreement=0.5)
+    assert not strict.passed and strict.max_abs_diff > 1e-3
+    assert loose.passed and loose.max_abs_diff == strict.max_abs_diff

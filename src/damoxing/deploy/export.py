@@ -4,6 +4,8 @@
     report = export_torch("runs/digits-cnn-...", "model.pt2")
     report.parity.passed, report.parity.max_abs_diff, report.parity.agreement
     report.to_dict()                                               # what export.json holds
+    check_file(run, "model.int8.onnx", tolerance=0.5, min_agreement=0.99)   # any other file, same inputs
+    check_inputs(predictor)                                        # the view, reference and rows used
 
 What is exported is the family's call (`models/export_view.py`): the classifier or regressor
 itself (outputs: logits, or values in training units), a language model's next-token logits at
@@ -93,28 +95,26 @@ def export_onnx(run: RunLike, path: str | Path, opset: Optional[int] = None, *, 
     Args:
         run: a run folder or a Predictor.
         opset: the ONNX opset to write (18 or later; default: the exporter's own, 20 with torch 2.13).
-        check: raise ExportFailed (and remove the file) when the parity check fails.
+        check: raise ExportFailed (and remove the file) when the parity check fails; False returns the
+            report whatever the check found.
     """
-    from damoxing.inference.onnx_model import OnnxModel
-
     predictor, path = open_run(run), _new_file(path)
     if opset is not None and opset < LOWEST_OPSET:
         raise UserError(f"--opset {opset} is too old: torch's ONNX exporter writes opset {LOWEST_OPSET} and later. "
                         "Leave --opset out for the exporter's default.")
     if predictor.model_format == "onnx":
         return _copy_onnx(predictor, path, opset, check)
-    view, rows, inputs_name = _view_and_rows(predictor)
+    inputs = check_inputs(predictor)
     started = time.perf_counter()
     try:
-        to_onnx(view, _example(rows), path, OUTPUT_KINDS[predictor.task_name], opset)
+        to_onnx(inputs.view, _example(inputs.rows), path, OUTPUT_KINDS[predictor.task_name], opset)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
     seconds = time.perf_counter() - started
-    candidate = _session_or_fail(OnnxModel, path)
-    parity = _check(predictor, view, rows, candidate, f"onnxruntime {_version('onnxruntime')} on {path.name}", inputs_name)
+    parity = _check(inputs, _onnx_session(path), f"onnxruntime {_version('onnxruntime')} on {path.name}")
     hint = f" An --opset other than the exporter's default (here {opset}) can cause this: leave it out." if opset is not None else ""
-    return _finish(predictor, view, rows, path, "onnx", onnx_opset(path), seconds, parity, check, hint)
+    return _finish(predictor, inputs, path, "onnx", onnx_opset(path), seconds, parity, check, hint)
 
 
 def export_torch(run: RunLike, path: str | Path, *, check: bool = True) -> ExportReport:
@@ -127,16 +127,51 @@ def export_torch(run: RunLike, path: str | Path, *, check: bool = True) -> Expor
     if predictor.model_format == "onnx":
         raise UserError(f"'{predictor.path}' holds its model as an ONNX graph (model.onnx: a {predictor.config.model.type} reference), "
                         "not as a torch model, so it has no torch.export program. Use --format onnx (the graph is copied).")
-    view, rows, inputs_name = _view_and_rows(predictor)
+    inputs = check_inputs(predictor)
     started = time.perf_counter()
     try:
-        to_program(view, _example(rows), path)
+        to_program(inputs.view, _example(inputs.rows), path)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
     seconds = time.perf_counter() - started
-    parity = _check(predictor, view, rows, load_program(path), f"torch.export program {path.name} (torch {torch.__version__})", inputs_name)
-    return _finish(predictor, view, rows, path, "torch", None, seconds, parity, check)
+    parity = _check(inputs, load_program(path), f"torch.export program {path.name} (torch {torch.__version__})")
+    return _finish(predictor, inputs, path, "torch", None, seconds, parity, check)
+
+
+def check_file(run: RunLike, path: str | Path, *, tolerance: float = TOLERANCE, min_agreement: float = 1.0) -> Parity:
+    """Hold an existing .onnx (onnxruntime) or .pt2 file to the parity check against the run's model, on
+    the inputs an export is checked on: e.g. an int8-quantized graph, with a looser tolerance and the
+    agreement it must keep. Returns the Parity (nothing raised when it does not pass)."""
+    predictor, path = open_run(run), Path(path)
+    inputs = check_inputs(predictor)
+    if path.suffix == ".pt2":
+        candidate, name = load_program(path), f"torch.export program {path.name}"
+    else:
+        candidate, name = _onnx_session(path, remove=False), f"onnxruntime {_version('onnxruntime')} on {path.name}"
+    return _check(inputs, candidate, name, tolerance, min_agreement)
+
+
+@dataclass
+class CheckInputs:
+    """What an export of a run is traced with and checked on.
+
+    Attributes:
+        view: the model's ExportView (None for a run saved as ONNX: its graph is copied).
+        reference: what the export must reproduce: the run's model for rows (the packed rnn, the
+            unmerged LoRA model), the view's module for latent inputs (decode / generate).
+        rows: the run's test rows, preprocessed (or latent vectors), in the model's input dtype.
+        description: where the rows came from, for the report.
+        varying: the input axes besides the batch that vary (checked at other lengths).
+        classes: the outputs are class scores (agreement of argmax), else values or samples.
+    """
+
+    view: Optional[ExportView]
+    reference: torch.nn.Module
+    rows: torch.Tensor
+    description: str
+    varying: list[int]
+    classes: bool
 
 
 # ------------------------------------------------------------------------------------ the steps
@@ -167,19 +202,29 @@ def _new_file(path: str | Path) -> Path:
     return path
 
 
-def _view_and_rows(predictor) -> tuple[ExportView, torch.Tensor, str]:
-    """The model's export view, and the inputs to check it on: the run's test rows, or latent vectors
-    for a decoder / generator (as many as the test split has rows, drawn with the run's seed)."""
+def check_inputs(predictor) -> CheckInputs:
+    """The model's export view and the inputs to check it on: the run's test split (else val, else
+    train) rebuilt from its source, or for a decoder / generator as many latent vectors as the test
+    split has rows (at least 4), drawn with the run's seed."""
+    if predictor.model_format == "onnx":
+        rows, description = _run_rows(predictor)
+        return CheckInputs(None, predictor.model, rows, description, [], predictor.model.output_kind in CLASS_OUTPUTS)
     model = predictor.model
     if not isinstance(model, Exportable):
         raise UserError(f"Model type '{predictor.config.model.type}' declares no export view (models/export_view.py), so it cannot be exported.")
     view = model.export_view()
     view.module.eval()
+    varying = [axis for axis in view.axes if axis != 0]
+    classes = OUTPUT_KINDS[predictor.task_name] in CLASS_OUTPUTS
     if view.input == "latent":
-        n = max(EXAMPLE_ROWS, _split_rows(predictor, "test"))
-        seed = predictor.config.train.seed
+        n, seed = max(EXAMPLE_ROWS, _split_rows(predictor, "test")), predictor.config.train.seed
         z = torch.randn(n, view.latent_dim, generator=torch.Generator().manual_seed(seed))
-        return view, z, f"{n} latent vectors z ~ N(0, I) drawn with the run's seed {seed}"
+        return CheckInputs(view, view.module, z, f"{n} latent vectors z ~ N(0, I) drawn with the run's seed {seed}", varying, classes)
+    rows, description = _run_rows(predictor)
+    return CheckInputs(view, model, rows, description, varying, classes)
+
+
+def _run_rows(predictor) -> tuple[torch.Tensor, str]:
     from damoxing.inference.run_data import run_data
 
     prepared = run_data(predictor)
@@ -187,7 +232,7 @@ def _view_and_rows(predictor) -> tuple[ExportView, torch.Tensor, str]:
     if split is None:
         raise UserError(f"'{predictor.path}' has no rows in any split to check an export on.")
     rows = torch.as_tensor(np.ascontiguousarray(prepared.x[split]))
-    return view, rows, f"the run's {split} split: {rows.shape[0]} rows rebuilt from {prepared.source}"
+    return rows, f"the run's {split} split: {rows.shape[0]} rows rebuilt from {prepared.source}"
 
 
 def _split_rows(predictor, split: str) -> int:
@@ -202,73 +247,61 @@ def _example(rows: torch.Tensor) -> torch.Tensor:
     return example if example.shape[0] >= 2 else example.repeat(2, *([1] * (example.dim() - 1)))
 
 
-def _session_or_fail(onnx_model_class, path: Path):
+def _onnx_session(path: Path, remove: bool = True):
+    """The graph as an OnnxModel (one thread); a graph onnxruntime cannot load is an ExportFailed (and removed)."""
+    from damoxing.inference.onnx_model import OnnxModel
+
     try:
-        return onnx_model_class.load(path, threads=1)
+        return OnnxModel.load(path, threads=1)
     except UserError as e:
-        path.unlink(missing_ok=True)
-        raise ExportFailed(f"The exported graph does not load in onnxruntime {_version('onnxruntime')}: {e.message} "
-                           "Nothing was written; an --opset the runtime does not read causes this (leave --opset out).") from None
+        if remove:
+            path.unlink(missing_ok=True)
+        raise ExportFailed(f"The graph does not load in onnxruntime {_version('onnxruntime')}: {e.message} "
+                           "An --opset the runtime does not read causes this (leave --opset out).") from None
 
 
-def _check(predictor, view: ExportView, rows: torch.Tensor, candidate, candidate_name: str, inputs_name: str) -> Parity:
-    """The exported file against the model it came from: the run's model for rows (the packed rnn, the
-    unmerged LoRA model), the view's own module for latent inputs (decode / generate)."""
-    reference = predictor.model if view.input == "rows" else view.module
-    varying = [axis for axis in view.axes if axis != 0]
-    classes = OUTPUT_KINDS[predictor.task_name] in CLASS_OUTPUTS
-    return check_parity(reference, candidate, parity_inputs(rows, varying), classes, reference_name=_reference_name(view),
-                        candidate_name=candidate_name, inputs_name=inputs_name, tolerance=TOLERANCE)
+def _check(inputs: CheckInputs, candidate, candidate_name: str, tolerance: float = TOLERANCE, min_agreement: float = 1.0) -> Parity:
+    if inputs.view is None:
+        reference_name = f"the run's own model.onnx (onnxruntime {_version('onnxruntime')})"
+    elif inputs.view.input == "latent":
+        reference_name = f"{inputs.view.what} of the run's torch model (eager, float32, CPU)"
+    else:
+        reference_name = "the run's torch model (eager, float32, CPU)"
+    return check_parity(inputs.reference, candidate, parity_inputs(inputs.rows, inputs.varying), inputs.classes,
+                        reference_name=reference_name, candidate_name=candidate_name, inputs_name=inputs.description,
+                        tolerance=tolerance, min_agreement=min_agreement)
 
 
-def _reference_name(view: ExportView) -> str:
-    if view.input == "latent":
-        return f"{view.what} of the run's torch model (eager, float32, CPU)"
-    return "the run's torch model (eager, float32, CPU)"
-
-
-def _finish(predictor, view: Optional[ExportView], rows: torch.Tensor, path: Path, fmt: str, opset: Optional[int],
-            seconds: float, parity: Parity, check: bool, hint: str = "") -> ExportReport:
+def _finish(predictor, inputs: CheckInputs, path: Path, fmt: str, opset: Optional[int], seconds: float, parity: Parity,
+            check: bool, hint: str = "") -> ExportReport:
     """The report; with `check`, a failed parity check removes the file and raises ExportFailed."""
     if check and not parity.passed:
         path.unlink(missing_ok=True)
         raise ExportFailed(f"The export of '{predictor.path}' to {fmt} did not reproduce the run's model, so nothing was written: "
                            f"{parity.summary()}.{hint}")
     data = path.read_bytes()
-    kind = OUTPUT_KINDS.get(predictor.task_name, "outputs") if view is not None else predictor.model.output_kind
+    view = inputs.view
+    kind = OUTPUT_KINDS[predictor.task_name] if view is not None else predictor.model.output_kind
     return ExportReport(
         run=str(predictor.path), format=fmt, file=str(path), what=view.what if view is not None else _copied_what(predictor),
-        input=_input_facts(view, rows, path), output={"name": "outputs", "kind": kind, "shape": _output_shape(predictor, view, rows)},
+        input=_input_facts(view, inputs.rows, path), output={"name": "outputs", "kind": kind, "shape": _output_shape(inputs)},
         opset=opset, bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), export_seconds=seconds, parity=parity,
         versions={name: _version(name) for name in ("damoxing", "torch", "onnx", "onnxruntime", "onnxscript")})
 
 
 def _copy_onnx(predictor, path: Path, opset: Optional[int], check: bool) -> ExportReport:
     """A run saved as ONNX: its graph copied byte for byte, then checked like any export (against the run's own session)."""
-    from damoxing.inference.onnx_model import OnnxModel
-
     source = predictor.path / "model.onnx"
     written = onnx_opset(source)
     if opset is not None and opset != written:
         raise UserError(f"--opset {opset} cannot be applied to '{predictor.path}': its model is already an ONNX graph (opset {written}), "
                         "which export copies as it is. Leave --opset out.")
+    inputs = check_inputs(predictor)
     started = time.perf_counter()
     path.write_bytes(source.read_bytes())
     seconds = time.perf_counter() - started
-    rows, inputs_name = _own_rows(predictor)
-    parity = check_parity(predictor.model, _session_or_fail(OnnxModel, path), parity_inputs(rows, []),
-                          predictor.model.output_kind in CLASS_OUTPUTS, reference_name=f"the run's own model.onnx (onnxruntime {_version('onnxruntime')})",
-                          candidate_name=f"onnxruntime {_version('onnxruntime')} on {path.name}", inputs_name=inputs_name)
-    return _finish(predictor, None, rows, path, "onnx", written, seconds, parity, check)
-
-
-def _own_rows(predictor) -> tuple[torch.Tensor, str]:
-    from damoxing.inference.run_data import run_data
-
-    prepared = run_data(predictor)
-    split = next((s for s in ("test", "val", "train") if len(prepared.x.get(s, ())) > 0), "test")
-    rows = torch.as_tensor(np.ascontiguousarray(prepared.x[split]))
-    return rows, f"the run's {split} split: {rows.shape[0]} rows rebuilt from {prepared.source}"
+    parity = _check(inputs, _onnx_session(path), f"onnxruntime {_version('onnxruntime')} on {path.name}")
+    return _finish(predictor, inputs, path, "onnx", written, seconds, parity, check)
 
 
 def _copied_what(predictor) -> str:
@@ -292,14 +325,14 @@ def _input_facts(view: Optional[ExportView], rows: torch.Tensor, path: Path) -> 
 
 
 @torch.no_grad()
-def _output_shape(predictor, view: Optional[ExportView], rows: torch.Tensor) -> list:
+def _output_shape(inputs: CheckInputs) -> list:
     """The output's shape, an axis that follows a varying input axis named after it (a language model's
     logits (batch, seq, vocab)): found by running the module at a shorter length too."""
-    example = _example(rows)
-    module = view.module if view is not None else predictor.model
+    example = _example(inputs.rows)
+    module = inputs.view.module if inputs.view is not None else inputs.reference
     shape = list(module(example).shape)
     names: list = ["batch"] + [int(size) for size in shape[1:]]
-    for i, axis in (view.axes.items() if view is not None else []):
+    for i, axis in (inputs.view.axes.items() if inputs.view is not None else []):
         if i == 0 or example.shape[i] < 2:
             continue
         shorter = list(module(example.narrow(i, 0, example.shape[i] - 1)).shape)
