@@ -45,12 +45,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Optional, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Optional, Protocol, runtime_checkable
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # annotations only: importing this module stays cheap (the CLI's start-up imports it)
+    import torch
+    from torch import nn
 
-from damoxing.config import OptimizerConfig, TrainConfig
+    from damoxing.config import OptimizerConfig, TrainConfig
 
 
 @runtime_checkable

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from damoxing.core.errors import ConfigError
+from damoxing.models.protocols import ShardsInUnits
 
 
 @dataclass(frozen=True)
@@ -135,10 +136,10 @@ def wrap_model(model: nn.Module, strategy: str, device: torch.device, ctx: Distr
     sharded = copy.deepcopy(model)
     mesh = init_device_mesh(device.type, (ctx.world,))
     # Shard block by block (the elements of every ModuleList, e.g. transformer layers; a model may
-    # name its own units with `fsdp_units()`), so only one block's full parameters exist at a time.
+    # name its own units: ShardsInUnits), so only one block's full parameters exist at a time.
     # The root takes the rest: parameters used outside their module's forward (tied embeddings)
     # must stay there.
-    units = sharded.fsdp_units() if hasattr(sharded, "fsdp_units") else [
+    units = sharded.fsdp_units() if isinstance(sharded, ShardsInUnits) else [
         block for module in sharded.modules() if isinstance(module, nn.ModuleList) for block in module]
     for unit in units:
         fully_shard(unit, mesh=mesh)

@@ -16,6 +16,7 @@ import numpy as np
 
 from damoxing.core.console import note, progress_bar, set_quiet, warn
 from damoxing.core.errors import RunFolderError, TrainingDiverged
+from damoxing.models.protocols import ReportsRunInfo, ResolvesConfig
 from damoxing.runs.folder import is_run
 from damoxing.spec import load_config
 
@@ -103,7 +104,7 @@ def train(config: str | Path | dict | None = None, *, out: str | Path | None = N
         cfg = cfg.model_copy(update={"model": inherit_options(cfg.model, source_run(cfg.model.init_from, base_dir))})
 
     family = MODELS.get(cfg.model.type)
-    if hasattr(family, "resolve_config"):  # e.g. pretrained: find the checkpoint, record its hash and position limit
+    if isinstance(family, ResolvesConfig):  # e.g. pretrained: find the checkpoint, record its hash and position limit
         cfg = family.resolve_config(cfg, base_dir)
 
     data = prepare_data(cfg, data_needs(cfg.model), base_dir)
@@ -204,7 +205,7 @@ def train(config: str | Path | dict | None = None, *, out: str | Path | None = N
                                        "eval_seconds": eval_seconds, "total_seconds": time.perf_counter() - started})
     if init_report is not None:
         manifest["model"]["init_from"] = init_report
-    if hasattr(model, "run_info"):  # e.g. pretrained: the base checkpoint and its hash, what was saved
+    if isinstance(model, ReportsRunInfo):  # e.g. pretrained: the base checkpoint and its hash, what was saved
         manifest["model"].update(model.run_info())
     if cost is not None:
         manifest["cost"] = cost
