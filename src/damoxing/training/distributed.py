@@ -54,6 +54,12 @@ def current() -> DistributedContext:
     return DistributedContext()
 
 
+def launched_rank() -> int:
+    """This process's rank as torchrun announced it (RANK), known before the process group is
+    joined; 0 without torchrun."""
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+
+
 def init_distributed(device_name: str) -> DistributedContext:
     """Join the process group torchrun prepared (WORLD_SIZE > 1 in the environment): NCCL for CUDA,
     gloo on CPU. Without torchrun, a single process."""

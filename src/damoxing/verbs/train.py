@@ -14,7 +14,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from damoxing.core.console import note, progress_bar, set_quiet, warn
+from damoxing.core import console
+from damoxing.core.console import note, progress_bar, warn
 from damoxing.core.errors import RunFolderError, TrainingDiverged
 from damoxing.models.protocols import ReportsRunInfo, ResolvesConfig
 from damoxing.runs.folder import is_run
@@ -57,6 +58,14 @@ def train(config: str | Path | dict | None = None, *, out: str | Path | None = N
         Run with `.path`, `.metrics`, `.config`, `.history`, `.manifest`. Under torchrun every
         process returns, but only rank 0 evaluates and writes; the others' Run has no metrics.
     """
+    from damoxing.training.distributed import launched_rank
+
+    with console.quiet(quiet or launched_rank() != 0):  # one process speaks; the setting ends with the call
+        return _train(config, out, overrides, resume, kwargs)
+
+
+def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dict[str, Any]) -> Run:
+    """`train`'s work, inside its quiet setting."""
     import torch
 
     from damoxing.config import dump_config
@@ -96,7 +105,6 @@ def train(config: str | Path | dict | None = None, *, out: str | Path | None = N
         base_dir = Path(config).resolve().parent if isinstance(config, (str, Path)) else None
     cfg = load_config(config, {**(overrides or {}), **_overrides(kwargs)})
     ctx = dist.init_distributed(cfg.train.device)
-    set_quiet(quiet or not ctx.is_main)  # one process speaks
     device = dist.process_device(pick_device(cfg.train.device), ctx)
     if resume is None:
         path = new_run_path(out, cfg.name)  # refuse an --out that holds a run before any work
