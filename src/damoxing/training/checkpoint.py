@@ -15,12 +15,13 @@ the final artefacts. The file holds
     loop/epoch_sums           the current epoch's loss sums so far
 
 and, in the safetensors metadata under "damoxing", JSON: the resolved config, the data fingerprint,
-the number of processes, the training loop's state under "loop" (training/state.py's LoopState:
-epoch, batch within the epoch, step, history, early-stopping, plateau and loss-window state), the
-optimizer's param groups and non-tensor state, and a SHA-256
-of every tensor's bytes (a damaged file is refused, not half-loaded). A new checkpoint is written
-to a temporary file, fsynced and renamed over the previous one, so a crash at any moment leaves
-the last complete checkpoint in place. No pickle anywhere: safetensors and JSON only.
+the number of processes, the optimizer's param groups and non-tensor state, the training loop's
+state under "loop" (training/state.py's LoopState, versioned: epoch, batch within the epoch, step,
+history, early-stopping, plateau and loss-window state), and a SHA-256 of every tensor's bytes (a
+damaged file is refused, not half-loaded). The model, optimizer and generator parts are captured
+here (`capture_state`, `restore_state`), the loop's part by LoopState itself. A new checkpoint is
+written to a temporary file, fsynced and renamed over the previous one, so a crash at any moment
+leaves the last complete checkpoint in place. No pickle anywhere: safetensors and JSON only.
 """
 
 from __future__ import annotations

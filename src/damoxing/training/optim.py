@@ -1,8 +1,8 @@
 """Optimizers and learning-rate schedules, one registry each.
 
-Schedules are pure functions `(step, total_steps, warmup_steps, config) -> lr multiplier`; the loop
-sets `lr = base_lr * multiplier * plateau_scale` before every optimizer step, which keeps the
-whole schedule visible in one place instead of stacking torch schedulers.
+Schedules are pure functions `(step, total_steps, warmup_steps, config) -> lr multiplier`;
+`LearningRates` sets `lr = base_lr * multiplier * plateau_scale` before every optimizer step, which
+keeps the whole schedule visible in one place instead of stacking torch schedulers.
 """
 
 from __future__ import annotations

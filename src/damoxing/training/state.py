@@ -158,10 +158,11 @@ class EarlyStopping:
 class LoopState:
     """Everything the loop must carry to the next step and through a checkpoint.
 
-    `epoch` and `micro` say where to continue: micro-batches of `epoch` already done (0 at an
-    epoch's start). `order` is that epoch's permutation while it is under way; `best_weights` the
-    best epoch's weights so far (when restore_best). `elapsed` is training seconds up to the last
-    checkpoint."""
+    `epoch` and `micro` say where a run continues: at `epoch`, after `micro` of its micro-batches
+    (0: at its start). They are where the loop started, and are set whenever a checkpoint is
+    written; `step` and `samples_seen` count as it goes. `order` is the permutation of the epoch
+    under way; `best_weights` the best epoch's weights so far (when restore_best); `elapsed` the
+    training seconds before this session, or up to the last checkpoint."""
 
     early: EarlyStopping
     plateau: PlateauScale
