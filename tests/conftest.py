@@ -45,16 +45,31 @@ def cli(capsys):
     return run
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
-    """Tiny models train as fast on one torch thread, and many times faster when the machine's cores are
-    busy; a module opts in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    """One torch thread for the whole suite: tiny models train as fast on one, and many times faster
+    when the machine's few cores are shared. Processes the tests start (the CLI, torchrun workers)
+    inherit it through OMP_NUM_THREADS. A test that needs more threads says so: `torch_threads(n)`."""
     import torch
 
-    before = torch.get_num_threads()
+    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
     yield
     torch.set_num_threads(before)
+    if env is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = env
+
+
+@pytest.fixture
+def torch_threads():
+    """`torch_threads(n)`: this test runs torch on n threads; back to one afterwards."""
+    import torch
+
+    yield torch.set_num_threads
+    torch.set_num_threads(1)
 
 
 def run_subprocess(*args: str, cwd: Path | None = None, timeout: int = 300) -> CliResult:
@@ -62,6 +77,73 @@ def run_subprocess(*args: str, cwd: Path | None = None, timeout: int = 300) -> C
     exe = Path(sys.executable).parent / "damoxing"
     proc = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout)
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+# ------------------------------------------------------------------ nothing saved is a pickle
+
+# how protocol 0/1 pickles of dicts, lists and classes start; any other start is disassembled (_walks_as_pickle)
+PICKLE_0_1_STARTS = (b"(dp0", b"(lp0", b"ccopy_reg\n", b"c__builtin__\n", b"}q", b"]q")
+
+
+def pickle_kind(path: Path) -> str | None:
+    """What makes a file a pickle, read from its bytes without unpickling anything, else None:
+    'pickle protocol N' (0x80 N, N = 2..5), 'pickle protocol 0/1' (a text-protocol opcode at the
+    start, e.g. `(dp0`, `ccopy_reg`, `}q`, `]q`), 'torch zip (...data.pkl)' (torch.save's format), or
+    'object array (...)' (an .npy / an .npz member whose dtype holds Python objects, stored pickled)."""
+    import zipfile
+
+    head = path.read_bytes()[:16]
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return f"pickle protocol {head[1]}"
+    if head.startswith(PICKLE_0_1_STARTS) or _walks_as_pickle(path, head):
+        return "pickle protocol 0/1"
+    if head.startswith(b"\x93NUMPY"):
+        with path.open("rb") as f:
+            return "object array" if _npy_holds_objects(f) else None
+    if head.startswith(b"PK\x03\x04"):
+        with zipfile.ZipFile(path) as z:
+            for name in z.namelist():
+                if name.endswith(".pkl"):
+                    return f"torch zip ({name})"
+                if name.endswith(".npy"):
+                    with z.open(name) as f:
+                        if _npy_holds_objects(f):
+                            return f"object array ({name})"
+    return None
+
+
+def _walks_as_pickle(path: Path, head: bytes) -> bool:
+    """Whether a file that starts with a pickle opcode is one whole pickle: pickletools disassembles
+    it (nothing is executed) from its first opcode to a STOP on its last byte."""
+    import pickletools
+
+    if not head or chr(head[0]) not in {op.code for op in pickletools.opcodes}:
+        return False
+    data, last = path.read_bytes(), None
+    try:
+        for op, _, pos in pickletools.genops(data):
+            last = (op.name, pos)
+    except Exception:  # noqa: BLE001 - anything that does not disassemble is not a pickle
+        return False
+    return last == ("STOP", len(data) - 1)
+
+
+def _npy_holds_objects(f) -> bool:
+    """Whether an .npy stream's header declares a dtype with Python objects (read from the header alone)."""
+    from numpy.lib import format as npy
+
+    version = npy.read_magic(f)
+    _, _, dtype = npy.read_array_header_1_0(f) if version == (1, 0) else npy.read_array_header_2_0(f)
+    return dtype.hasobject
+
+
+def pickled_files(folder: Path) -> dict[str, str]:
+    """{path relative to folder: pickle_kind} for every file under folder (subfolders too) that is a pickle."""
+    found = {}
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file() and (kind := pickle_kind(path)) is not None:
+            found[str(path.relative_to(folder))] = kind
+    return found
 
 
 def write_yaml(path: Path, data: dict) -> Path:

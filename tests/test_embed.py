@@ -7,8 +7,6 @@ import pandas as pd
 import pytest
 from hf_fixtures import two_topic_sentences, write_tiny_bert, write_topics_csv
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):

@@ -10,8 +10,6 @@ import pandas as pd
 import pytest
 from hf_fixtures import write_topics_csv
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 @pytest.fixture(scope="module")
 def topics(tmp_path_factory):

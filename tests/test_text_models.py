@@ -14,9 +14,6 @@ import pandas as pd
 import pytest
 from conftest import write_yaml
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 ARITHMETIC = re.compile(r"^ \d+\.\n\d+ plus \d+ is \d+\.")  # " 42.\n7 plus 8 is 15." : the corpus's own format
 
 

@@ -4,14 +4,19 @@
     damoxing.evaluate(run.path)                               # verbs/evaluate.py
     model = damoxing.load(run.path); model.predict(rows)     # inference/predictor.py
     damoxing.predict(run.path, rows)                          # verbs/predict.py
+    damoxing.compare([run_a, run_b])                          # verbs/compare.py -> Comparison
+    damoxing.ladder("config.yaml", seeds=3)                   # verbs/ladder.py -> Ladder
 """
 
 from __future__ import annotations
 
 from damoxing.inference.predictor import Predictor, load
+from damoxing.runs.comparison import Comparison
+from damoxing.verbs.compare import compare
 from damoxing.verbs.evaluate import evaluate
 from damoxing.verbs.generate import generate
+from damoxing.verbs.ladder import Ladder, ladder
 from damoxing.verbs.predict import predict
 from damoxing.verbs.train import Run, train
 
-__all__ = ["Run", "Predictor", "train", "evaluate", "load", "predict", "generate"]
+__all__ = ["Run", "Predictor", "Comparison", "Ladder", "train", "evaluate", "load", "predict", "generate", "compare", "ladder"]

@@ -82,12 +82,13 @@ def train(
 def evaluate(
     run: Path = typer.Argument(..., help="A run folder."),
     data: Optional[Path] = typer.Option(None, "--data", help="Labelled CSV/Parquet/NPZ (default: the run's own test split)."),
+    split: str = typer.Option("test", "--split", help="The run's own split to evaluate: val or test."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Re-evaluate a saved run on its test split or on new labelled data."""
     from damoxing.verbs.evaluate import evaluate as evaluate_run
 
-    result = evaluate_run(run, data)
+    result = evaluate_run(run, data, split=split)
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=float))
         return
@@ -97,7 +98,9 @@ def evaluate(
 def _print_metrics(result: dict) -> None:
     from rich.table import Table
 
-    table = Table("metric", "model", "95% CI", "baseline")
+    from damoxing.evaluation.metrics import ci_label
+
+    table = Table("metric", "model", ci_label(result.get("ci_level")) if result.get("ci") else "CI", "baseline")
     metrics, ci, base = result["metrics"], result.get("ci", {}), result.get("baseline", {})
     for name, value in metrics.items():
         if isinstance(value, (int, float)) or value is None:
@@ -267,6 +270,50 @@ def runs(
     _console().print(table)
     if not rows:
         typer.echo(f"no runs under {folder}", err=True)
+
+
+@app.command()
+def compare(
+    runs: List[Path] = typer.Argument(..., help="Two or more run folders trained on the same data with the same split."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="Test metric to compare (default: the task's headline, e.g. accuracy, r2)."),
+    cost: str = typer.Option("params", "--cost", help="Cost axis of the frontier: params | flops | seconds | energy."),
+    out: Optional[Path] = typer.Option(None, "--out", help="New folder for compare.json and compare.html (default runs/compare-<time>)."),
+    resamples: int = typer.Option(2000, "--resamples", min=1, help="Paired bootstrap resamples."),
+) -> None:
+    """Runs side by side: metric with intervals and cost, paired tests on the same test rows (Holm-corrected),
+    the Pareto frontier of metric vs cost; writes compare.json and compare.html and prints the folder last."""
+    from damoxing.report.compare import terminal_tables
+    from damoxing.verbs.compare import compare as compare_runs
+
+    result = compare_runs(runs, metric=metric, cost=cost, out=out, n_resamples=resamples)
+    console = _console()
+    for part in terminal_tables(result):
+        console.print(part)
+    typer.echo(result.path)
+
+
+@app.command()
+def ladder(
+    config: Path = typer.Argument(..., help="A YAML config: its data (and train settings) are what every rung uses."),
+    rungs: Optional[str] = typer.Option(None, "--rungs", help="Comma-separated rungs (default: those for the data kind; an unknown name lists them)."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Train each rung with K seeds and report the between-seed spread."),
+    out: Optional[Path] = typer.Option(None, "--out", help="New folder for the rungs' runs and the comparison (default runs/ladder-<name>-<time>)."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="Test metric to compare by (default: the task's headline)."),
+    cost: str = typer.Option("params", "--cost", help="Cost axis of the frontier: params | flops | seconds | energy."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config value for every rung: key.path=value (repeatable)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or notes from the rungs' training."),
+) -> None:
+    """Train a ladder on the data of one config - scikit-learn references, then damoxing's families from small
+    to large - and compare it; prints the comparison's folder last."""
+    from damoxing.report.compare import terminal_tables
+    from damoxing.verbs.ladder import ladder as run_ladder
+
+    result = run_ladder(config, rungs=rungs.split(",") if rungs else None, seeds=seeds, out=out, metric=metric, cost=cost,
+                        overrides=_parse_sets(set_), quiet=quiet)
+    console = _console()
+    for part in terminal_tables(result.comparison):
+        console.print(part)
+    typer.echo(result.comparison.path)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

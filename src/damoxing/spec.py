@@ -2,8 +2,8 @@
 
 config.py types each section with plain names; this module, the only one that sees every registry,
 narrows them: `model:` becomes the union of every registered family's options (chosen by
-`model.type`), and `task`, `train.loss`, `train.optimizer.name` and `train.schedule.name` become
-Literals of the registered names. So a name is declared once, where the thing is defined, and the
+`model.type`), and `task`, `train.loss`, `train.optimizer.name`, `train.schedule.name` and
+`train.monitor` (from the validation metrics each task declares) become Literals of the registered names. So a name is declared once, where the thing is defined, and the
 config (its validation errors and its JSON Schema) lists exactly what exists.
 
 It sits above models, tasks and training, and below runs and verbs: `load_config` is for whoever
@@ -28,7 +28,7 @@ from damoxing.config import (
 )
 from damoxing.core.errors import ConfigError, choices_text, did_you_mean
 from damoxing.models import MODELS
-from damoxing.tasks import LOSSES, TASKS
+from damoxing.tasks import LOSSES, TASKS, all_monitors
 from damoxing.training.optim import OPTIMIZERS, SCHEDULES
 
 
@@ -51,7 +51,7 @@ def config_class() -> type[ConfigBase]:
     optimizer = _narrowed(OptimizerConfig, name=(_one_of(OPTIMIZERS.names()), "adam"))
     schedule = _narrowed(ScheduleConfig, name=(_one_of(SCHEDULES.names()), "constant"))
     train = _narrowed(TrainConfig, optimizer=(optimizer, optimizer()), schedule=(schedule, schedule()),
-                      loss=(_one_of(["auto", *LOSSES]), "auto"))
+                      loss=(_one_of(["auto", *LOSSES]), "auto"), monitor=(_one_of(all_monitors()), "val_loss"))
     families = tuple(entry.config_class for _, entry in MODELS.items())
     model_union = Annotated[Union[families], Field(discriminator="type")]  # type: ignore[valid-type]
     return create_model("Config", __base__=ConfigBase, __module__=__name__, model=(model_union, ...),
@@ -136,6 +136,8 @@ def format_validation_error(error: ValidationError, data: dict[str, Any]) -> str
             )
         elif kind == "union_tag_not_found":
             lines.append(f"'{key}' needs a 'type'. Valid model types: {choices_text(MODELS.names())}.")
+        elif kind == "literal_error" and loc == ("train", "monitor"):
+            lines.append(monitor_error(value, data))
         elif kind == "literal_error":
             expected = err.get("ctx", {}).get("expected", "")
             choices = [c.strip().strip("'") for c in expected.replace(" or ", ",").split(",") if c.strip()]
@@ -145,3 +147,18 @@ def format_validation_error(error: ValidationError, data: dict[str, Any]) -> str
         else:
             lines.append(f"'{key}' is {value!r}: {err['msg']}.")
     return "Invalid config: " + " ".join(lines)
+
+
+def monitor_error(value: Any, data: dict[str, Any]) -> str:
+    """An unknown train.monitor: the monitors of the config's task when the config fixes one (task:, or
+    a model family that always does one task), else every task's."""
+    from damoxing.models import family_task
+
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    model_type = model.get("type") if model.get("type") in MODELS else None
+    task = (family_task(model_type) if model_type else None) or data.get("task")
+    if task in TASKS:
+        valid = TASKS.get(task).monitors(model_type)
+        return f"'train.monitor' is {value!r}, which task '{task}' does not compute.{did_you_mean(value, valid)} Valid monitors for {task}: {choices_text(valid)}."
+    per_task = "; ".join(f"{name}: {choices_text(t.monitors(model_type))}" for name, t in TASKS.items())
+    return f"'train.monitor' is {value!r}, which no task computes.{did_you_mean(value, all_monitors())} Valid monitors by task: {per_task}."

@@ -10,14 +10,17 @@ from sklearn import metrics as skm
 from damoxing.core.errors import ConfigError, DataError
 from damoxing.evaluation.metrics import (
     METRICS,
+    WeightedMetrics,
     baseline_classification,
     baseline_regression,
     bootstrap_ci,
+    bootstrap_weights,
     calibration_curve,
     classification_metrics,
-    headline_metric,
     metric_direction,
+    metric_values,
     regression_metrics,
+    resample_weights,
 )
 
 pytestmark = pytest.mark.filterwarnings("error")  # "never warnings"
@@ -203,6 +206,64 @@ def test_baseline_regression_predicts_training_mean():
     assert same["r2"] == pytest.approx(0.0, abs=1e-12) and same["mse"] == pytest.approx(np.var(y_true[:, 0]))
 
 
+# --------------------------------------------------------------------------- weighted metrics (public)
+
+
+def test_metric_values_with_unit_weights_are_the_reported_metrics():
+    y, p = softmax_data(400, 4, seed=3)
+    values = metric_values("classification", y, p, np.ones((1, 400)))
+    point = classification_metrics(y, p)
+    assert list(values) == ["accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "log_loss", "ece", "roc_auc"]
+    assert {k: float(v[0]) for k, v in values.items()} == pytest.approx({k: point[k] for k in SCALAR_CLS})
+    yr = np.random.default_rng(0).normal(size=(50, 2))
+    reg = metric_values("regression", yr, yr * 0.5, np.ones((1, 50)))
+    assert {k: float(v[0]) for k, v in reg.items()} == pytest.approx(regression_metrics(yr, yr * 0.5))
+
+
+def test_integer_weights_equal_the_metrics_of_the_resample_they_describe():
+    y, p = softmax_data(120, 3, seed=1)
+    w = resample_weights(np.random.default_rng(5), 4, 120)
+    assert w.shape == (4, 120) and (w.sum(axis=1) == 120).all()
+    values = metric_values("classification", y, p, w)
+    for r in range(4):
+        rows = np.repeat(np.arange(120), w[r].astype(int))
+        drawn = classification_metrics(y[rows], p[rows])
+        for name in SCALAR_CLS:
+            assert values[name][r] == pytest.approx(drawn[name]), name
+
+
+def test_only_one_metric_skips_the_per_class_roc_auc():
+    y, p = softmax_data(2000, 10, seed=0)
+    w = resample_weights(np.random.default_rng(0), 100, 2000)
+    one = WeightedMetrics("classification", y, p, only=["accuracy"])
+    everything = WeightedMetrics("classification", y, p)
+    assert list(one(w)) == ["accuracy"] and np.array_equal(one(w)["accuracy"], everything(w)["accuracy"])
+    auc = metric_values("classification", y, p, np.ones((1, 2000)), only=["roc_auc"])["roc_auc"][0]
+    assert auc == pytest.approx(classification_metrics(y, p)["roc_auc"])
+    timings = {"one": [], "all": []}
+    for _ in range(3):  # alternated, best of 3: the machine's load changes
+        for key, evaluate in (("one", one), ("all", everything)):
+            start = time.perf_counter()
+            evaluate(w)
+            timings[key].append(time.perf_counter() - start)
+    assert min(timings["one"]) < 0.5 * min(timings["all"]), timings  # ~10x here: the K rank statistics dominate
+
+
+def test_weighted_metrics_reject_unknown_names_and_bad_weights():
+    y, p = softmax_data(20, 2, seed=0)
+    with pytest.raises(ConfigError, match="'mse' is not a classification metric.*accuracy"):
+        WeightedMetrics("classification", y, p, only=["mse"])
+    with pytest.raises(DataError, match=r"shape \(R, 20\)"):
+        metric_values("classification", y, p, np.ones((2, 19)))
+
+
+def test_bootstrap_weights_come_in_bounded_chunks_of_the_same_rows():
+    chunks = list(bootstrap_weights(np.random.default_rng(3), 10, 400_000))
+    assert [len(c) for c in chunks] == [5, 5]  # 2,000,000 cells per chunk
+    whole = resample_weights(np.random.default_rng(3), 5, 400_000)
+    assert np.array_equal(chunks[0], whole)
+
+
 # --------------------------------------------------------------------------- bootstrap
 
 
@@ -300,7 +361,7 @@ def test_metric_direction():
 
 
 def test_every_scalar_metric_is_registered_with_a_working_fn():
-    generation = ["recon", "kl", "d_loss", "g_loss", "frechet_distance"]  # computed by the generation task
+    generation = ["recon", "kl", "d_loss", "g_loss", "frechet_distance", "diversity"]  # computed by the generation task
     assert set(SCALAR_CLS + SCALAR_REG + ["loss", "perplexity"] + generation) == set(METRICS.names())
     y, p = softmax_data(100, 3, seed=1)
     assert METRICS.get("f1_macro").fn(y, p) == classification_metrics(y, p)["f1_macro"]
@@ -314,13 +375,3 @@ def test_unknown_metric_lists_valid_names():
     message = str(err.value)
     assert "Did you mean 'accuracy'?" in message
     assert "'r2'" in message and "'loss'" in message and "'log_loss'" in message
-
-
-def test_headline_metric():
-    assert headline_metric("classification") == "accuracy"
-    assert headline_metric("regression") == "r2"
-    assert headline_metric("language_modeling") == "perplexity"
-    assert headline_metric("generation") == "frechet_distance"
-    assert headline_metric("anything_else") == "loss"
-    for task in ["classification", "regression", "language_modeling", "other"]:
-        assert headline_metric(task) in METRICS

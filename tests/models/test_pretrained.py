@@ -17,8 +17,6 @@ from hf_fixtures import (
 )
 from safetensors.torch import load_file
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):

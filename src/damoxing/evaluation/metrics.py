@@ -11,7 +11,7 @@ definition. The values match scikit-learn (``zero_division=0``, ``labels=range(K
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Optional
@@ -23,7 +23,6 @@ from damoxing.core.registry import Registry
 
 TASKS = ("classification", "regression")
 ECE_BINS = 10
-_CELLS_PER_CHUNK = 2_000_000  # bootstrap weights are built this many (resample, sample) cells at a time
 
 
 # --------------------------------------------------------------------------- registry
@@ -45,12 +44,6 @@ METRICS: Registry[MetricInfo] = Registry("metric")
 def metric_direction(name: str) -> str:
     """'max' if a larger value of metric `name` is better, else 'min'. Unknown name -> ConfigError."""
     return "max" if METRICS.get(name).greater_is_better else "min"
-
-
-def headline_metric(task: str) -> str:
-    """The one metric a run of `task` is summarised by."""
-    return {"classification": "accuracy", "regression": "r2", "language_modeling": "perplexity",
-            "generation": "frechet_distance"}.get(task, "loss")
 
 
 # --------------------------------------------------------------------------- validation
@@ -180,9 +173,12 @@ class _AUC:
 
 
 class _Classification:
-    """Per-sample quantities of a classification result, ready for weighted evaluation."""
+    """Per-sample quantities of a classification result, ready for weighted evaluation.
 
-    def __init__(self, y: np.ndarray, proba: np.ndarray):
+    `with_auc=False` leaves roc_auc out: its K per-class rank statistics cost about ten times all
+    the other metrics together, which a caller that wants one other metric need not pay."""
+
+    def __init__(self, y: np.ndarray, proba: np.ndarray, with_auc: bool = True):
         n, k = proba.shape
         self.n, self.k = n, k
         pred = proba.argmax(axis=1)
@@ -191,11 +187,13 @@ class _Classification:
         confidence = proba.max(axis=1)
         self.cells = _Groups(y * k + pred, k * k)
         self.ece = _Groups(_ece_bins(confidence, ECE_BINS), ECE_BINS, (pred == y) - confidence)
-        if k == 2:
+        self.auc_defined = with_auc and len(np.unique(y)) > 1
+        if not self.auc_defined:
+            self.aucs = []
+        elif k == 2:
             self.aucs = [_AUC(proba[:, 1], y == 1)]
         else:
             self.aucs = [_AUC(proba[:, c], y == c) for c in range(k)]
-        self.auc_defined = len(np.unique(y)) > 1
 
     def evaluate(self, w: np.ndarray) -> dict[str, np.ndarray]:
         """(R, N) weights -> {metric: (R,)} plus '_confusion' (R, K, K)."""
@@ -329,22 +327,93 @@ def baseline_regression(y_train, y_true) -> dict:
     return regression_metrics(y, np.broadcast_to(y_train.mean(axis=0), y.shape))
 
 
-# --------------------------------------------------------------------------- bootstrap
+# --------------------------------------------------------------------------- weighted metrics (public)
+
+SCALAR_METRICS = {
+    "classification": ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "log_loss", "ece", "roc_auc"),
+    "regression": ("mse", "rmse", "mae", "r2"),
+}
+CELLS_PER_CHUNK = 2_000_000  # bootstrap weights are built this many (resample, sample) cells at a time
 
 
-def _resample_weights(rng: np.random.Generator, n_resamples: int, n: int) -> np.ndarray:
-    """(R, N) counts: how often each sample is drawn in each of R resamples of size N."""
+class WeightedMetrics:
+    """The scalar metrics of one set of predictions, for R weighted copies of its N rows at once.
+
+    The inputs are checked and the per-row quantities computed once; each call then takes an
+    (R, N) weight matrix (row r: how often each row is drawn) and returns {metric: (R,)}. The
+    all-ones row gives exactly the values of classification_metrics / regression_metrics, so a
+    bootstrap (or a paired comparison of two models on the same weight rows) and the point
+    estimate share one definition.
+
+    Args:
+        task: "classification" (pred = (N, K) probabilities, y_true = (N,) class indices) or
+            "regression" (y_true and pred (N,) or (N, T)).
+        only: metric names to compute (default: all of SCALAR_METRICS[task]). Leaving roc_auc out
+            skips its per-class rank statistics, which cost about ten times all the others.
+    Attributes:
+        names: the metrics computed. n: rows. width: values per row (T for regression, else 1).
+    """
+
+    def __init__(self, task: str, y_true, pred, only: Optional[Collection[str]] = None):
+        if task not in SCALAR_METRICS:
+            raise ConfigError(f"Unknown task '{task}' for weighted metrics. Valid tasks: {', '.join(repr(t) for t in SCALAR_METRICS)}.")
+        valid = SCALAR_METRICS[task]
+        self.names = valid if only is None else tuple(only)
+        unknown = [name for name in self.names if name not in valid]
+        if unknown:
+            raise ConfigError(f"'{unknown[0]}' is not a {task} metric computed from predictions. Valid: {', '.join(valid)}.")
+        if task == "classification":
+            y, p = _check_classification(y_true, pred)
+            self._evaluate = _Classification(y, p, with_auc="roc_auc" in self.names).evaluate
+            self.n, self.width = len(y), 1
+        else:
+            yt, yp = _check_regression(y_true, pred)
+            self._evaluate = partial(_regression_eval, yt=yt, yp=yp)
+            self.n, self.width = len(yt), yt.shape[1]
+
+    def __call__(self, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """(R, N) weights -> {metric: (R,)}; NaN where a metric is undefined (roc_auc without both classes)."""
+        w = np.asarray(weights, dtype=np.float64)
+        if w.ndim != 2 or w.shape[1] != self.n:
+            raise DataError(f"weights must have shape (R, {self.n}) (one column per row), got {w.shape}.")
+        values = self._evaluate(w)
+        return {name: values.get(name, np.full(len(w), np.nan)) for name in self.names}
+
+
+def metric_values(task: str, y_true, pred, weights: np.ndarray, only: Optional[Collection[str]] = None) -> dict[str, np.ndarray]:
+    """{metric: (R,)} for R weighted copies of the rows: WeightedMetrics(task, y_true, pred, only)(weights)."""
+    return WeightedMetrics(task, y_true, pred, only)(weights)
+
+
+def resample_weights(rng: np.random.Generator, n_resamples: int, n: int) -> np.ndarray:
+    """(R, N) counts: how often each of N rows is drawn in each of R resamples of size N."""
     idx = rng.integers(0, n, size=(n_resamples, n)) + n * np.arange(n_resamples)[:, None]
     return np.bincount(idx.ravel(), minlength=n_resamples * n).reshape(n_resamples, n).astype(np.float64)
+
+
+def bootstrap_weights(rng: np.random.Generator, n_resamples: int, n: int, width: int = 1) -> Iterator[np.ndarray]:
+    """R resample weight rows (see resample_weights) in chunks of about CELLS_PER_CHUNK (resample,
+    row, output) cells, so memory stays bounded; the same rng state gives the same rows."""
+    chunk = max(1, CELLS_PER_CHUNK // (n * width))
+    for start in range(0, n_resamples, chunk):
+        yield resample_weights(rng, min(chunk, n_resamples - start), n)
+
+
+def check_labels(y: object, n_classes: int, what: str = "y_true") -> np.ndarray:
+    """(N,) integer class indices in [0, n_classes), or a DataError naming `what`."""
+    return _check_labels(y, n_classes, what)
+
+
+# --------------------------------------------------------------------------- bootstrap
 
 
 def bootstrap_ci(task: str, y_true, pred, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95) -> dict:
     """Percentile bootstrap intervals {metric: [low, high]} for every scalar metric of `task`.
 
     `pred` is proba (N, K) for "classification", y_pred (N,) or (N, T) for "regression". Resamples
-    are evaluated vectorised, in chunks of (resample, sample) cells; the same seed gives the same
-    intervals. Resamples where a metric is undefined (e.g. roc_auc with a single class) are left
-    out of that metric's interval; a metric undefined on the full data gets None.
+    are evaluated vectorised (WeightedMetrics), in chunks of (resample, sample) cells; the same
+    seed gives the same intervals. Resamples where a metric is undefined (e.g. roc_auc with a
+    single class) are left out of that metric's interval; a metric undefined on the full data gets None.
     """
     if task not in TASKS:
         raise ConfigError(f"Unknown task '{task}' for bootstrap_ci. Valid tasks: {', '.join(repr(t) for t in TASKS)}.")
@@ -352,29 +421,22 @@ def bootstrap_ci(task: str, y_true, pred, n_resamples: int = 1000, seed: int = 0
         raise ConfigError(f"n_resamples must be a positive integer, got {n_resamples!r}.")
     if not 0.0 < confidence < 1.0:
         raise ConfigError(f"confidence must be between 0 and 1, got {confidence!r}.")
-    if task == "classification":
-        y, p = _check_classification(y_true, pred)
-        prep = _Classification(y, p)
-        evaluate, n, width = prep.evaluate, len(y), 1
-    else:
-        yt, yp = _check_regression(y_true, pred)
-        evaluate, n, width = partial(_regression_eval, yt=yt, yp=yp), len(yt), yt.shape[1]
+    evaluate = WeightedMetrics(task, y_true, pred)
     rng = np.random.default_rng(seed)
-    chunk = max(1, _CELLS_PER_CHUNK // (n * width))
-    parts: list[dict[str, np.ndarray]] = []
-    for start in range(0, n_resamples, chunk):
-        values = evaluate(_resample_weights(rng, min(chunk, n_resamples - start), n))
-        values.pop("_confusion", None)
-        parts.append(values)
+    parts = [evaluate(w) for w in bootstrap_weights(rng, n_resamples, evaluate.n, evaluate.width)]
     tail = (1.0 - confidence) / 2
     out: dict = {}
-    for name in parts[0]:
+    for name in evaluate.names:
         values = np.concatenate([part[name] for part in parts])
         values = values[~np.isnan(values)]
         out[name] = [float(q) for q in np.quantile(values, [tail, 1.0 - tail])] if len(values) else None
-    if task == "classification":
-        out.setdefault("roc_auc", None)
     return out
+
+
+def ci_label(level: Optional[float]) -> str:
+    """How an interval at coverage `level` is labelled: 0.9 -> '90% CI'. Runs saved before metrics.json
+    recorded the level ({split}_ci_level) used 0.95."""
+    return f"{(0.95 if level is None else level) * 100:g}% CI"
 
 
 # --------------------------------------------------------------------------- registration
@@ -393,5 +455,7 @@ for _name, _better in [("mse", False), ("rmse", False), ("mae", False), ("r2", T
     METRICS.register(_name)(MetricInfo(_name, "regression", _better, partial(_one, regression_metrics, _name)))
 METRICS.register("perplexity")(MetricInfo("perplexity", "language_modeling", False))
 METRICS.register("loss")(MetricInfo("loss", "any", False))
-for _name in ("recon", "kl", "d_loss", "g_loss", "frechet_distance"):  # computed by the generation task (tasks.py)
+for _name in ("recon", "kl", "d_loss", "g_loss", "frechet_distance"):  # computed by the generation task
     METRICS.register(_name)(MetricInfo(_name, "generation", False))
+# diversity: 0 for a generator collapsed to one sample, about 1 for the real data
+METRICS.register("diversity")(MetricInfo("diversity", "generation", True))

@@ -8,16 +8,20 @@ from typing import Any, Optional
 import numpy as np
 
 from damoxing.core.errors import DataError, RunFolderError, UserError
-from damoxing.runs.folder import check_run, read_json
+from damoxing.runs.folder import check_run, model_format, read_json
 
 
 class Predictor:
     """The model and preprocessing of one run folder, ready to predict.
 
+    The model is the torch model of config.yaml with model.safetensors' weights, or, for a run
+    that holds model.onnx instead, an `inference.onnx_model.OnnxModel` (same calls, ONNX Runtime).
+
     Attributes:
         path: the run folder.
         config: the run's resolved config.
         task: classification | regression | ...
+        model_format: "safetensors" | "onnx".
         classes_: original label values (classification).
     """
 
@@ -37,12 +41,18 @@ class Predictor:
         self.task_name = self.schema.task
         self.task = TASKS.get(self.task_name)(self.config.train)
         self.device = torch.device(device)
-        self.model = create_model(self.config.model, self.schema)
-        state = load_file(str(self.path / "model.safetensors"))
-        try:
-            self.model.load_state_dict(state)
-        except RuntimeError as e:
-            raise RunFolderError(f"The weights in '{self.path / 'model.safetensors'}' do not fit the model its config.yaml describes: {str(e).splitlines()[0]}") from None
+        self.model_format = model_format(self.path)
+        if self.model_format == "onnx":  # e.g. a scikit-learn reference of `damoxing ladder`
+            from damoxing.inference.onnx_model import OnnxModel
+
+            self.model = OnnxModel.load(self.path / "model.onnx")
+        else:
+            self.model = create_model(self.config.model, self.schema)
+            state = load_file(str(self.path / "model.safetensors"))
+            try:
+                self.model.load_state_dict(state)
+            except RuntimeError as e:
+                raise RunFolderError(f"The weights in '{self.path / 'model.safetensors'}' do not fit the model its config.yaml describes: {str(e).splitlines()[0]}") from None
         self.model.to(self.device).eval()
 
     @property
@@ -82,16 +92,23 @@ class Predictor:
         return generate_text(self, prompt, **options)
 
     def evaluate(self, data: Any, targets: Any) -> dict:
-        """Metrics of this model on labelled raw data, and of the trivial baseline fitted on the run's train split."""
-        from damoxing.evaluation.score import evaluate_predictions
+        """Metrics of this model on labelled raw data, scored by the task's own `evaluate` with the
+        run's `evaluate:` settings and seed: {"split": "test", "metrics", "ci", "ci_level", ...}.
+        No baseline: the run's training targets are not read."""
+        from damoxing.data.pipeline import PreparedData
+        from damoxing.models.runtime import autocast_context
+        from damoxing.tasks import EvaluationSettings, one_split
 
-        pred = self.outputs(data)
-        if self.task_name == "classification":
-            y = self.preprocessing.labels.transform(np.asarray(targets))
-        else:
-            y = np.asarray(targets, dtype=np.float64)
-            pred = self.preprocessing.decode_regression(pred)
-        return evaluate_predictions(self.task, y, pred, self.schema, train_targets=None)
+        if self.task_name not in ("classification", "regression"):
+            raise UserError(f"model.evaluate(data, targets) scores predictions against targets; this run's task is '{self.task_name}'. "
+                            f"Use damoxing.evaluate('{self.path}') (its own splits, or data=FILE).")
+        x = self.preprocessing.transform_inputs(data)
+        y = self.preprocessing.labels.transform(np.asarray(targets)) if self.task_name == "classification" else np.asarray(targets, dtype=np.float64)
+        prepared = PreparedData(task=self.task_name, preprocessing=self.preprocessing, x={"test": x}, y={"test": y},
+                                y_original={"train": None, "test": y}, indices={}, fingerprint="", source="", summary={})
+        metrics = self.task.evaluate(self.model, prepared, EvaluationSettings.from_config(self.config),
+                                     autocast_context(self.config.train, self.device), splits=("test",))
+        return one_split(metrics, "test")
 
 
 def read_table_or_arrays(path: str | Path, kind: str, target: Optional[str]) -> tuple[Any, Optional[np.ndarray]]:

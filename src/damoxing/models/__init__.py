@@ -19,6 +19,7 @@ from damoxing.models import (  # noqa: E402,F401  (registration)
     mlp,
     pretrained,
     rnn,
+    sklearn,
     transformer,
     vae,
 )

@@ -104,6 +104,7 @@ class GAN(nn.Module):
     config_class = GANConfig
     input_kinds = frozenset({"image", "table"})
     task = "generation"  # the task this family always does; data labels are ignored
+    loss_parts = ("d_loss", "g_loss")  # what `losses` reports besides "loss" (the generation task declares them as metrics)
 
     def __init__(self, input_shape: tuple[int, ...], config: GANConfig):
         super().__init__()

@@ -14,7 +14,8 @@ On a model instance:
                       weight decay (pretrained: head lr, layer-wise decay)       training/loop.py
     ReportsRunInfo    run_info(): extra facts for manifest.json's model block (pretrained: the base
                       checkpoint, its hash, what was saved)                      verbs/train.py
-    Generative        losses(x) + sample(n): a model of the data itself, no labels (vae, gan)
+    Generative        loss_parts, losses(x), sample(n): a model of the data itself, no labels (vae,
+                      gan; the class too: its loss_parts name the generation task's metrics)
                                                                                  tasks/generation.py
     Interpolates      interpolate(n): decodings along a line in its latent space (vae)
                                                                                  inference/images.py
@@ -31,6 +32,8 @@ On a family class:
                       read (pretrained: finds its checkpoint, records its hash)  verbs/train.py
     DoesOneTask       task: the one task it does whatever the data holds (vae, gan: "generation")
                                                                                  models/registry.py
+    FittedReference   fitted_by: not a torch module; `damoxing train` fits it with that library and
+                      saves it as ONNX (sklearn)                                 verbs/train.py
 
 On a family's config (its pydantic options):
     HasContextLength  context_length: the most tokens it reads at once (gpt, pretrained)
@@ -95,6 +98,8 @@ class ReportsRunInfo(Protocol):
 
 @runtime_checkable
 class Generative(Protocol):
+    loss_parts: tuple[str, ...]  # (class attribute) what `losses` reports besides "loss"; the generation task's metrics
+
     def losses(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """({"loss": ..., other parts} as device scalars, outputs shaped like x) without updating."""
         ...
@@ -143,6 +148,11 @@ class ResolvesConfig(Protocol):
     def resolve_config(self, config: Any, base_dir: Optional[Path]) -> Any:
         """(classmethod) The whole config, completed and checked before the data is read."""
         ...
+
+
+@runtime_checkable
+class FittedReference(Protocol):
+    fitted_by: str  # the library that fits it instead of the training loop (sklearn: "scikit-learn", saved as ONNX)
 
 
 @runtime_checkable

@@ -69,6 +69,7 @@ class VAE(nn.Module):
     config_class = VAEConfig
     input_kinds = frozenset({"image", "table"})
     task = "generation"  # the task this family always does; data labels are ignored
+    loss_parts = ("recon", "kl")  # what `losses` reports besides "loss" (the generation task declares them as metrics)
 
     def __init__(self, input_shape: tuple[int, ...], config: VAEConfig):
         super().__init__()

@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from damoxing.evaluation.metrics import ci_label
 from damoxing.report import plots
 
 STYLE = """
@@ -153,7 +154,7 @@ def _scalars(d: Any) -> dict[str, Any]:
 
 def _headline(task: str, metrics: dict) -> tuple[Optional[str], Optional[str]]:
     """(metric name, split) to lead with: the task's headline metric, else the first scalar one."""
-    from damoxing.evaluation.metrics import headline_metric
+    from damoxing.tasks import headline_metric
 
     preferred = headline_metric(task)
     for split in ("test", "val"):
@@ -174,7 +175,7 @@ def _summary(task: str, metrics: dict, manifest: dict, config: dict) -> str:
         value = metrics[split][name]
         ci = (metrics.get(f"{split}_ci") or {}).get(name)
         base = ((metrics.get("baseline") or {}).get(split) or {}).get(name)
-        sub = f"95% CI {_num(ci[0])} – {_num(ci[1])}" if ci else "no interval"
+        sub = f"{ci_label(metrics.get(f'{split}_ci_level'))} {_num(ci[0])} – {_num(ci[1])}" if ci else "no interval"
         if base is not None:
             sub += f"<br>baseline {_num(base)}"
         cards.append(_card(f"{split} {name}", _num(value), sub))
@@ -220,7 +221,8 @@ def _metrics_section(metrics: dict) -> str:
             interval = ci.get(name)
             rows.append([_esc(name), "#" + _num(value), f"{_num(interval[0])} – {_num(interval[1])}" if interval else "",
                          "#" + _num(base.get(name)) if name in base else ""])
-        parts.append(f"<h3>{_esc(split)}</h3>" + _table(["metric", "model", "95% CI", "baseline"], rows))
+        label = ci_label(metrics.get(f"{split}_ci_level")) if ci else "CI"
+        parts.append(f"<h3>{_esc(split)}</h3>" + _table(["metric", "model", label, "baseline"], rows))
     if "baseline" in metrics:
         parts.append('<p class="note">Baseline: doing nothing useful (the training majority class with the training class '
                      "frequencies as probabilities, or the training mean). Intervals: percentile bootstrap over test rows.</p>")
@@ -361,7 +363,8 @@ def build_report(run: str | Path, run_name: Optional[str] = None) -> str:
         _section("Manifest", f"<details><summary>manifest.json</summary><pre>{_esc(json.dumps(manifest, indent=2))}</pre></details>"
                  if manifest else ""),
     ]
-    other = {k: v for k, v in metrics.items() if k not in ("val", "test", "baseline", "test_ci", "val_ci", "test_calibration")
+    other = {k: v for k, v in metrics.items() if k not in ("val", "test", "baseline", "test_ci", "val_ci", "test_calibration",
+                                                          "test_ci_level", "val_ci_level")
              and not (isinstance(v, dict) and _scalars(v))}
     if other:  # metrics a newer task writes that this page has no view for
         body.append(_section("Other results", f"<pre>{_esc(json.dumps(other, indent=2))}</pre>"))

@@ -1,7 +1,8 @@
 """The run folder: everything one training run leaves behind, and nothing that is a pickle.
 
     config.yaml          resolved config (every default filled)
-    model.safetensors    weights
+    model.safetensors    weights (or model.onnx: a model saved as an ONNX graph, e.g. a scikit-learn
+                         reference of `damoxing ladder`; manifest.json's model.format says which)
     preprocessing.json   fitted preprocessing, label encoding and the data schema
     metrics.json         {"val": {...}, "test": {...}, "baseline": {...}, "test_ci": {...}}
     history.jsonl        one line per epoch
@@ -23,7 +24,8 @@ from typing import Any
 
 from damoxing.core.errors import RunFolderError
 
-REQUIRED = ("config.yaml", "model.safetensors", "preprocessing.json", "manifest.json")
+REQUIRED = ("config.yaml", "preprocessing.json", "manifest.json")
+MODEL_FILES = {"safetensors": "model.safetensors", "onnx": "model.onnx"}  # a run holds one: its model.format
 
 
 def new_run_path(out: str | Path | None, name: str) -> Path:
@@ -107,7 +109,12 @@ def _json_default(obj: Any):
 
 def is_run(path: str | Path) -> bool:
     path = Path(path)
-    return path.is_dir() and all((path / f).exists() for f in REQUIRED)
+    return path.is_dir() and all((path / f).exists() for f in REQUIRED) and model_format(path) is not None
+
+
+def model_format(path: str | Path) -> str | None:
+    """'safetensors' (torch weights) or 'onnx' (an ONNX graph), by the model file the run holds; None if neither."""
+    return next((fmt for fmt, name in MODEL_FILES.items() if (Path(path) / name).exists()), None)
 
 
 def check_run(path: str | Path) -> Path:
@@ -118,6 +125,8 @@ def check_run(path: str | Path) -> Path:
     if not path.is_dir():
         raise RunFolderError(f"'{path}' is a file, not a run folder. Pass the folder that `damoxing train` printed.")
     missing = [f for f in REQUIRED if not (path / f).exists()]
+    if model_format(path) is None:
+        missing.append(" or ".join(MODEL_FILES.values()))
     if missing:
         raise RunFolderError(
             f"'{path}' is not a damoxing run: it lacks {', '.join(missing)}. "

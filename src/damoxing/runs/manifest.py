@@ -45,7 +45,7 @@ def build_manifest(cfg, data, result, device, params: int, trainable: int, timin
         "seed": cfg.train.seed,
         "task": data.task,
         "data": {"source": data.source, "fingerprint": data.fingerprint, **data.summary},
-        "model": {"type": cfg.model.type, "params": params, "trainable_params": trainable},
+        "model": {"type": cfg.model.type, "format": "safetensors", "params": params, "trainable_params": trainable},
         "training": {
             "epochs_run": len(result.history), "best_epoch": result.best_epoch, "monitor": result.monitor,
             "best_score": result.best_score, "stopped": result.stopped, "message": result.message,

@@ -125,8 +125,8 @@ def _log_run(run: Path, uri: str, experiment: str) -> str:
 
 def list_runs(root: str | Path = "runs") -> list[dict[str, Any]]:
     """One summary row per run folder under `root` (found at any depth; hidden folders skipped)."""
-    from damoxing.evaluation.metrics import headline_metric
     from damoxing.runs.folder import is_run
+    from damoxing.tasks import headline_metric
 
     root = Path(root)
     if not root.exists():

@@ -12,6 +12,8 @@ from damoxing.tasks.base import TASKS, Task
 @TASKS.register("classification")
 class Classification(Task):
     name = "classification"
+    headline = "accuracy"
+    epoch_metric_names = ("accuracy",)
     default_loss = "cross_entropy"
     allowed_losses = ("cross_entropy",)
 
@@ -26,3 +28,8 @@ class Classification(Task):
 
     def baseline(self, y_train: np.ndarray, y_true: np.ndarray, n_outputs: int, class_names=None) -> dict:
         return M.baseline_classification(y_train, y_true, n_outputs, class_names)
+
+    def prediction_arrays(self, y_true, pred):
+        """y_true (class ids), proba (N, K) and pred (argmax) for the run folder."""
+        pred = np.asarray(pred)
+        return {"y_true": np.asarray(y_true).astype(np.int64), "proba": pred.astype(np.float32), "pred": pred.argmax(axis=1).astype(np.int64)}

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from damoxing.config import TrainConfig
 from damoxing.core.errors import ConfigError
-from damoxing.tasks.base import TASKS, Task
+from damoxing.tasks.base import SPLITS, TASKS, EvaluationSettings, Task
 
 
 @TASKS.register("generation")
@@ -21,6 +20,20 @@ class Generation(Task):
     """
 
     name = "generation"
+    headline = "frechet_distance"
+
+    @classmethod
+    def validation_metric_names(cls, model_type=None) -> tuple[str, ...]:
+        """loss, the family's loss parts (Generative.loss_parts, e.g. vae: recon, kl), and sample quality.
+
+        model_type None: every generative family's parts (what some generative model computes)."""
+        from damoxing.models import MODELS
+        from damoxing.models.protocols import Generative
+        from damoxing.models.registry import family_task
+
+        families = [MODELS.get(model_type)] if model_type in MODELS else [f for name, f in MODELS.items() if family_task(name) == cls.name]
+        parts = [p for family in families if isinstance(family, Generative) for p in family.loss_parts]
+        return ("loss", *dict.fromkeys(parts), "frechet_distance", "diversity")
 
     def __init__(self, train_config: TrainConfig):
         if train_config.loss != "auto":
@@ -52,7 +65,7 @@ class Generation(Task):
         metrics.update({k: v.to(x.device) for k, v in sample_quality(samples, x[:MAX_SAMPLES]).items()})
         return metrics
 
-    def evaluate(self, model, splits: dict[str, np.ndarray], device, batch_size: int, autocast) -> dict:
+    def evaluate(self, model, data, settings: EvaluationSettings, autocast, splits=SPLITS, predictions=None) -> dict:
         """metrics.json for a generative run: per split the model's numbers, a baseline's, a reference's.
 
         baseline: a generator that draws every pixel/feature independently from a normal with the
@@ -61,19 +74,21 @@ class Generation(Task):
         every input as the training mean (KL 0: a decoder that ignores z). reference: the
         training images themselves scored as if generated, i.e. what a generator that
         reproduces the training data would get (diversity about 1, a small frechet_distance).
+        `data`: PreparedData (or anything with x: split -> inputs, including "train").
         """
         from damoxing.evaluation.generation import MAX_SAMPLES, sample_quality
 
-        train = torch.as_tensor(splits["train"], device=device)
+        device = next(model.parameters()).device
+        train = torch.as_tensor(data.x["train"], device=device)
         mean, std = train.mean(0), train.std(0, unbiased=False)
         out: dict = {}
-        for split in ("val", "test"):
-            if split not in splits or len(splits[split]) < 2:
+        for split in splits:
+            if split not in data.x or len(data.x[split]) < 2:
                 continue
-            x = torch.as_tensor(splits[split], device=device)
-            metrics = {k: float(v) for k, v in self.validation_metrics(model, x, None, batch_size, autocast).items()}
+            x = torch.as_tensor(data.x[split], device=device)
+            metrics = {k: float(v) for k, v in self.validation_metrics(model, x, None, settings.batch_size, autocast).items()}
             n = min(x.shape[0], MAX_SAMPLES)
-            g = torch.Generator().manual_seed(self.seed)
+            g = torch.Generator().manual_seed(settings.seed)
             independent = mean + std * torch.randn(n, *mean.shape, generator=g).to(device)
             baseline = {k: float(v) for k, v in sample_quality(independent, x).items()}
             if "recon" in metrics:

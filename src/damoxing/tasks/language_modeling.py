@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from damoxing.data.text import IGNORE_INDEX
 from damoxing.models.protocols import LanguageModel
-from damoxing.tasks.base import TASKS, Task
+from damoxing.tasks.base import SPLITS, TASKS, EvaluationSettings, Task
 
 
 @TASKS.register("language_modeling")
@@ -20,6 +20,8 @@ class LanguageModeling(Task):
     """
 
     name = "language_modeling"
+    headline = "perplexity"
+    epoch_metric_names = ("perplexity",)
     default_loss = "cross_entropy"
     allowed_losses = ("cross_entropy",)
 
@@ -66,6 +68,23 @@ class LanguageModeling(Task):
     def evaluate_split(self, model, x, y, n_bytes: int, batch_size: int, autocast) -> dict:
         total, count = self.token_loss_sum(model, x, y, batch_size, autocast)
         return self.summarize(float(total), int(count), n_bytes)
+
+    def evaluate(self, model, data, settings: EvaluationSettings, autocast, splits=SPLITS, predictions=None) -> dict:
+        """metrics.json of a language model: loss, perplexity and bits per byte of each split that has
+        text, and the same for a unigram model of the training tokens (baseline.{split}).
+
+        `data`: PreparedData of a corpus (x, y token blocks per split; summary["split_bytes"])."""
+        device = next(model.parameters()).device
+        metrics: dict = {}
+        for split in splits:
+            if split not in data.x or len(data.x[split]) == 0:
+                continue
+            n_bytes = data.summary["split_bytes"][split]
+            x, y = torch.as_tensor(data.x[split], device=device), torch.as_tensor(data.y[split], device=device)
+            metrics[split] = self.evaluate_split(model, x, y, n_bytes, settings.batch_size, autocast)
+            baseline = self.unigram_baseline(data.y["train"], data.y[split], data.preprocessing.schema.vocab_size, n_bytes)
+            metrics.setdefault("baseline", {})[split] = baseline
+        return metrics
 
     def unigram_baseline(self, train_targets: np.ndarray, targets: np.ndarray, vocab_size: int, n_bytes: int) -> dict:
         """The same metrics for a unigram model: token frequencies of the training split, add-one smoothed."""

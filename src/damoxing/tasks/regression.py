@@ -11,6 +11,8 @@ from damoxing.tasks.base import TASKS, Task
 @TASKS.register("regression")
 class Regression(Task):
     name = "regression"
+    headline = "r2"
+    epoch_metric_names = ("mse", "r2")
     default_loss = "mse"
     allowed_losses = ("mse", "mae", "huber")
 
@@ -21,6 +23,10 @@ class Regression(Task):
         outputs = outputs.reshape(y.shape).float()
         mse = F.mse_loss(outputs, y)
         return {"mse": mse, "r2": 1 - mse / y.var(unbiased=False).clamp_min(1e-12)}
+
+    def decode(self, pred, preprocessing):
+        """Model outputs in training units -> values in the target's own units (the target scaler undone)."""
+        return preprocessing.decode_regression(pred)
 
     def metrics(self, y_true, pred, class_names=None) -> dict:
         return M.regression_metrics(y_true, pred)

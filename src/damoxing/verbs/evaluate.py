@@ -1,118 +1,142 @@
-"""`damoxing evaluate RUN [--data FILE]`: re-evaluate a saved run on its own test split or on new labelled data."""
+"""`damoxing evaluate RUN [--data FILE] [--split val|test]`: re-evaluate a saved run.
+
+On the run's own splits it reproduces metrics.json exactly: the source is read again, the run's
+fitted preprocessing (preprocessing.json) is applied, not refitted, its split indices (splits.npz)
+pick the rows, and the task's own `evaluate` (the one training ran) scores them with the run's
+`evaluate:` settings, seed and evaluation batch size. On a new file (--data) the same `evaluate`
+scores that file as the test split.
+"""
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 
 from damoxing.core.console import warn
+from damoxing.core.errors import DataError, UserError
+
+SPLITS = ("val", "test")
 
 
-def evaluate(run: str | Path, data: str | Path | None = None) -> dict:
-    """Re-evaluate a saved run: on its own test split (default) or on a labelled file."""
-    from damoxing.core.errors import DataError
-    from damoxing.data.pipeline import prepare_data
-    from damoxing.evaluation.score import evaluate_predictions
-    from damoxing.inference.predictor import load, read_table_or_arrays
-    from damoxing.models import data_needs
+def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test") -> dict:
+    """Re-evaluate a saved run on one of its own splits (default test) or on a file (`data`).
+
+    Returns {"split", "metrics", and where the task has them "baseline", "ci" + "ci_level" (the
+    intervals' coverage), "calibration", "reference"}: the split's entries of metrics.json.
+    """
+    from damoxing.inference.predictor import load
+    from damoxing.models.runtime import autocast_context
+    from damoxing.tasks import EvaluationSettings, one_split
+
+    if split not in SPLITS:
+        raise UserError(f"--split is '{split}'; a run is evaluated on one of its own splits: {', '.join(SPLITS)}.")
+    predictor = load(run)
+    if data is None:
+        prepared = run_data(predictor)
+        if len(prepared.x.get(split, ())) == 0:
+            raise DataError(f"This run has no {split} split (data.split.{split} is 0); pass --data FILE to evaluate on other data.")
+    elif predictor.task_name in ("classification", "regression"):
+        return predictor.evaluate(*labelled_rows(predictor, data))
+    else:
+        prepared, split = file_data(predictor, data), "test"
+    settings = EvaluationSettings.from_config(predictor.config)
+    autocast = autocast_context(predictor.config.train, predictor.device)
+    metrics = predictor.task.evaluate(predictor.model, prepared, settings, autocast, splits=(split,))
+    if split not in metrics:
+        raise DataError(f"The {split} data has too few rows to evaluate (generative metrics compare sets of samples: give at least 2).")
+    return one_split(metrics, split)
+
+
+# --------------------------------------------------------------------------- the run's own data
+
+
+def run_data(predictor):
+    """The run's splits rebuilt from its source with its saved preprocessing and split indices; a
+    warning when the source changed since training (its fingerprint differs from the manifest's)."""
+    from damoxing.data.saved import rebuild_data
     from damoxing.runs.folder import read_json
 
-    predictor = load(run)
-    prep = predictor.preprocessing
+    manifest = read_json(predictor.path / "manifest.json")
+    recorded = manifest.get("data", {})
+    with np.load(predictor.path / "splits.npz", allow_pickle=False) as z:
+        indices = {k: z[k] for k in z.files}
+    config = predictor.config
+    prepared = rebuild_data(config, predictor.preprocessing, indices, config_folder(config.data.source, recorded.get("source", "")))
+    if prepared.fingerprint != recorded.get("fingerprint"):
+        warn(f"the data at {prepared.source} changed since this run was trained (fingerprint differs); "
+             "its splits may not hold the rows metrics.json was computed on.")
+    return prepared
+
+
+def config_folder(config_source: str, recorded: str) -> Optional[Path]:
+    """The folder a relative data.source was found in at training time (the config file's folder),
+    from the path the manifest recorded; None when the source is not relative or was found as written."""
+    relative, found = Path(config_source), Path(recorded)
+    n = len(relative.parts)
+    if config_source.startswith("builtin:") or relative.is_absolute() or len(found.parts) <= n or found.parts[-n:] != relative.parts:
+        return None
+    return Path(*found.parts[:-n])
+
+
+# --------------------------------------------------------------------------- a file given with --data
+
+
+def file_data(predictor, path: str | Path):
+    """A file for a language model or a generative run, as the test split of a PreparedData (with the
+    run's own training split, which the task's baseline needs)."""
     if predictor.task_name == "language_modeling":
-        return _evaluate_language_model_run(predictor, data)
-    if predictor.task_name == "generation":
-        return _evaluate_generation(predictor, data)
-    if data is None:
-        prepared = prepare_data(_run_data_config(predictor), data_needs(predictor.config.model))
-        manifest = read_json(predictor.path / "manifest.json")
-        if prepared.fingerprint != manifest["data"]["fingerprint"]:
-            warn(f"the data at {prepared.source} changed since this run was trained (fingerprint differs); "
-                 "its test split may not be the one in metrics.json.")
-        y = prepared.y_original["test"]
-        train_targets = prepared.y_original["train"]
-        out = predictor.task.predictions(_outputs(predictor, prepared.x["test"]))
-        if predictor.task_name == "regression":
-            out = prep.decode_regression(out)
-        return evaluate_predictions(predictor.task, y, out, predictor.schema, train_targets)
-    inputs, targets = read_table_or_arrays(data, predictor.schema.kind, prep.target)
+        return _corpus_file(predictor, path)
+    return _sample_file(predictor, path)
+
+
+def _prepared(predictor, x: dict, y: dict, source: str, summary: Optional[dict] = None):
+    from damoxing.data.pipeline import PreparedData
+
+    return PreparedData(task=predictor.task_name, preprocessing=predictor.preprocessing, x=x, y=y, y_original=dict(y),
+                        indices={}, fingerprint="", source=source, summary=summary or {})
+
+
+def labelled_rows(predictor, path: str | Path) -> tuple[Any, np.ndarray]:
+    """(inputs, targets) of a labelled CSV/Parquet/NPZ, rows with a missing target dropped (with a warning)."""
+    from damoxing.inference.predictor import read_table_or_arrays
+
+    target = predictor.preprocessing.target
+    inputs, targets = read_table_or_arrays(path, predictor.schema.kind, target)
     if targets is None:
-        raise DataError(f"'{data}' has no target values ('{prep.target}'); evaluate needs labelled data. Use `damoxing predict` for unlabelled inputs.")
+        raise DataError(f"'{path}' has no target values ('{target}'); evaluate needs labelled data. Use `damoxing predict` for unlabelled inputs.")
     keep = ~_is_missing(targets)
     if not keep.all():
-        warn(f"dropped {int((~keep).sum())} row(s) whose target '{prep.target}' is missing.")
+        warn(f"dropped {int((~keep).sum())} row(s) whose target '{target}' is missing.")
         inputs = inputs[keep] if not hasattr(inputs, "iloc") else inputs.loc[keep]
         targets = targets[keep]
-    return predictor.evaluate(inputs, targets)
+    return inputs, targets
 
 
-def _run_data_config(predictor):
-    """The run's config, reading text with the run's own tokenizer (a retrained one could number tokens differently)."""
-    config = predictor.config
-    if predictor.schema.kind not in ("text", "corpus"):
-        return config
-    tokenizer = config.data.tokenizer.model_copy(update={"path": str(predictor.path)})
-    return config.model_copy(update={"data": config.data.model_copy(update={"tokenizer": tokenizer})})
-
-
-def _evaluate_language_model_run(predictor, data: str | Path | None) -> dict:
-    """A language model on its own test split, or on a .txt file / folder, beside the unigram baseline of its training text."""
-    import contextlib
-
-    import torch
-
-    from damoxing.core.errors import DataError
-    from damoxing.data.pipeline import prepare_data
+def _corpus_file(predictor, path: str | Path):
+    """A .txt file or folder for a language model; the baseline's unigram counts come from the run's training split."""
     from damoxing.data.sources import load_source
-    from damoxing.models import data_needs
-    from damoxing.runs.folder import read_json
 
-    prepared = prepare_data(_run_data_config(predictor), data_needs(predictor.config.model))  # the training tokens, for the baseline
-    if prepared.fingerprint != read_json(predictor.path / "manifest.json")["data"]["fingerprint"]:
-        warn(f"the data at {prepared.source} changed since this run was trained (fingerprint differs).")
-    x, y, n_bytes = prepared.x["test"], prepared.y["test"], prepared.summary["split_bytes"]["test"]
-    if data is not None:
-        raw = load_source(str(data))
-        if raw.kind != "corpus":
-            raise DataError(f"This run is a language model; evaluate it on a .txt file or a folder of .txt files, not '{data}'.")
-        x, y, n_bytes = predictor.preprocessing.inputs.pack(raw.texts, predictor.schema.input_shape[0], raw.text_unit)
+    raw = load_source(str(path))
+    if raw.kind != "corpus":
+        raise DataError(f"This run is a language model; evaluate it on a .txt file or a folder of .txt files, not '{path}'.")
+    own = run_data(predictor)
+    x, y, n_bytes = predictor.preprocessing.inputs.pack(raw.texts, predictor.schema.input_shape[0], raw.text_unit)
     if len(x) == 0:
-        raise DataError("This run has no test text (data.split.test is 0); pass --data FILE.txt to evaluate on other text.")
-    task = predictor.task
-    metrics = task.evaluate_split(predictor.model, torch.as_tensor(x), torch.as_tensor(y), n_bytes, 64, contextlib.nullcontext)
-    return {"metrics": metrics, "baseline": task.unigram_baseline(prepared.y["train"], y, predictor.schema.vocab_size, n_bytes)}
+        raise DataError(f"'{path}' holds no text to evaluate on.")
+    return _prepared(predictor, {"train": own.x["train"], "test": x}, {"train": own.y["train"], "test": y}, str(path),
+                     {"split_bytes": {"test": n_bytes}})
 
 
-def _evaluate_generation(predictor, data: str | Path | None) -> dict:
-    """A generative run on its own test split (default) or on a file of images/rows (labels not needed)."""
-    from damoxing.data.pipeline import prepare_data
+def _sample_file(predictor, path: str | Path):
+    """Images or rows for a generative run (labels not needed); the baseline's statistics come from the run's training split."""
     from damoxing.inference.predictor import read_table_or_arrays
-    from damoxing.models import data_needs
-    from damoxing.runs.folder import read_json
 
-    prepared = prepare_data(predictor.config, data_needs(predictor.config.model))
-    if prepared.fingerprint != read_json(predictor.path / "manifest.json")["data"]["fingerprint"]:
-        warn(f"the data at {prepared.source} changed since this run was trained (fingerprint differs).")
-    splits = {"train": prepared.x["train"], "test": prepared.x["test"]}
-    if data is not None:
-        inputs, _ = read_table_or_arrays(data, predictor.schema.kind, None)
-        splits["test"] = predictor.preprocessing.transform_inputs(inputs)
-    result = predictor.task.evaluate(predictor.model, splits, predictor.device, 1024, contextlib.nullcontext)
-    if "test" not in result:
-        from damoxing.core.errors import DataError
-
-        raise DataError("The test data has fewer than 2 rows; generative metrics compare sets of samples, so give at least 2.")
-    return {"metrics": result["test"], "baseline": result["baseline"]["test"], "reference": result["reference"]["test"]}
-
-
-def _outputs(predictor, x: np.ndarray):
-    import torch
-
-    from damoxing.models.runtime import model_outputs
-
-    return model_outputs(predictor.model, torch.as_tensor(x), 1024)
+    own = run_data(predictor)
+    inputs, _ = read_table_or_arrays(path, predictor.schema.kind, None)
+    x = predictor.preprocessing.transform_inputs(inputs)
+    return _prepared(predictor, {"train": own.x["train"], "test": x}, {}, str(path))
 
 
 def _is_missing(values: np.ndarray) -> np.ndarray:

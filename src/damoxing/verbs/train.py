@@ -17,7 +17,7 @@ import numpy as np
 from damoxing.core import console
 from damoxing.core.console import note, progress_bar, warn
 from damoxing.core.errors import RunFolderError, TrainingDiverged
-from damoxing.models.protocols import ReportsRunInfo, ResolvesConfig
+from damoxing.models.protocols import FittedReference, ReportsRunInfo, ResolvesConfig
 from damoxing.runs.folder import is_run
 from damoxing.spec import load_config
 
@@ -80,7 +80,7 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
     from damoxing.models.runtime import pick_device
     from damoxing.runs.folder import RunWriter, new_run_path, resume_paths
     from damoxing.runs.manifest import build_manifest, device_name
-    from damoxing.tasks import TASKS
+    from damoxing.tasks import TASKS, check_monitor, known_task
     from damoxing.training import distributed as dist
     from damoxing.training.checkpoint import (
         Checkpointer,
@@ -104,6 +104,9 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
     else:
         base_dir = Path(config).resolve().parent if isinstance(config, (str, Path)) else None
     cfg = load_config(config, {**(overrides or {}), **_overrides(kwargs)})
+    task_known = known_task(cfg)
+    if task_known is not None:  # a typo in train.monitor must not cost a data load or an epoch
+        check_monitor(cfg.train.monitor, task_known, cfg.model.type)
     ctx = dist.init_distributed(cfg.train.device)
     device = dist.process_device(pick_device(cfg.train.device), ctx)
     if resume is None:
@@ -112,10 +115,18 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
         cfg = cfg.model_copy(update={"model": inherit_options(cfg.model, source_run(cfg.model.init_from, base_dir))})
 
     family = MODELS.get(cfg.model.type)
+    if isinstance(family, FittedReference):  # a traditional reference (scikit-learn): fitted, saved as ONNX
+        from damoxing.verbs.reference import fit_reference
+
+        path, metrics, cfg, history, manifest = fit_reference(cfg, path, base_dir, started, evaluate_run)
+        note(headline(metrics, cfg.task, path))
+        return Run(path=path, metrics=metrics, config=cfg, history=history, manifest=manifest)
     if isinstance(family, ResolvesConfig):  # e.g. pretrained: find the checkpoint, record its hash and position limit
         cfg = family.resolve_config(cfg, base_dir)
 
     data = prepare_data(cfg, data_needs(cfg.model), base_dir)
+    if task_known is None:  # the task was inferred from the data: check before the model is built
+        check_monitor(cfg.train.monitor, data.task, cfg.model.type)
     cfg = cfg.model_copy(update={"task": data.task, "model": resolve_size(cfg.model)})
     task = TASKS.get(data.task)(cfg.train)
     load_seconds = time.perf_counter() - started
@@ -231,66 +242,16 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
 
 
 def evaluate_run(model, task, data, cfg, device, predictions: Optional[dict] = None) -> dict:
-    """Metrics for val and test, the baseline's, bootstrap intervals and calibration for test.
+    """metrics.json of a trained model: the task's own `evaluate` (the one `damoxing evaluate RUN` uses),
+    with the run's `evaluate:` settings, seed and evaluation batch size.
 
     If `predictions` is a dict, the test split's targets and predictions are put in it as plain
     arrays ({"test": {"y_true": ..., "proba"/"y_pred": ...}}) for the run folder.
     """
-    import torch
+    from damoxing.models.runtime import autocast_context
+    from damoxing.tasks import EvaluationSettings
 
-    from damoxing.evaluation.score import evaluate_predictions
-    from damoxing.models.runtime import autocast_context, model_outputs
-
-    autocast = autocast_context(cfg.train, device)
-    if data.task == "language_modeling":
-        return evaluate_language_model(model, task, data, cfg.train.eval_batch_size, autocast, device)
-    if data.task == "generation":  # no labels: the model's losses and sample quality, beside trivial generators
-        return task.evaluate(model, data.x, device, cfg.train.eval_batch_size, autocast)
-    metrics: dict[str, Any] = {}
-    train_targets = data.y_original["train"]
-    for split in ("val", "test"):
-        if data.y_original[split] is None or len(data.x[split]) == 0:
-            continue
-        x = torch.as_tensor(data.x[split], device=device)
-        pred = task.predictions(model_outputs(model, x, cfg.train.eval_batch_size, autocast))
-        if data.task == "regression":
-            pred = data.preprocessing.decode_regression(pred)
-        result = evaluate_predictions(task, data.y_original[split], pred, data.schema, train_targets,
-                                      n_resamples=cfg.evaluate.bootstrap if split == "test" else 0, seed=cfg.train.seed,
-                                      confidence=cfg.evaluate.confidence, calibration_bins=cfg.evaluate.calibration_bins)
-        metrics[split] = result["metrics"]
-        metrics.setdefault("baseline", {})[split] = result["baseline"]
-        if "ci" in result:
-            metrics[f"{split}_ci"] = result["ci"]
-        if split == "test" and "calibration" in result:
-            metrics["test_calibration"] = result["calibration"]
-        if split == "test" and predictions is not None:
-            predictions["test"] = prediction_arrays(data.task, data.y_original[split], pred)
-    return metrics
-
-
-def evaluate_language_model(model, task, data, batch_size: int, autocast, device) -> dict:
-    """Loss, perplexity and bits per byte on val and test, and the same for a unigram model of the training tokens."""
-    import torch
-
-    metrics: dict[str, Any] = {}
-    for split in ("val", "test"):
-        if len(data.x[split]) == 0:
-            continue
-        n_bytes = data.summary["split_bytes"][split]
-        x, y = torch.as_tensor(data.x[split], device=device), torch.as_tensor(data.y[split], device=device)
-        metrics[split] = task.evaluate_split(model, x, y, n_bytes, batch_size, autocast)
-        metrics.setdefault("baseline", {})[split] = task.unigram_baseline(data.y["train"], data.y[split], data.schema.vocab_size, n_bytes)
-    return metrics
-
-
-def prediction_arrays(task: str, y_true: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
-    """Targets and predictions as plain numeric arrays: y_true + proba + pred (classification),
-    y_true + y_pred (regression and anything else numeric)."""
-    y_true, pred = np.asarray(y_true), np.asarray(pred)
-    if task == "classification":
-        return {"y_true": y_true.astype(np.int64), "proba": pred.astype(np.float32), "pred": pred.argmax(axis=1).astype(np.int64)}
-    return {"y_true": y_true.astype(np.float64), "y_pred": pred.astype(np.float64)}
+    return task.evaluate(model, data, EvaluationSettings.from_config(cfg), autocast_context(cfg.train, device), predictions=predictions)
 
 
 def write_run_report(folder: Path, final_path: Path) -> None:
@@ -317,7 +278,9 @@ def log_run_to_mlflow(path: Path, cfg) -> None:
 
 
 def headline(metrics: dict, task: str, path: Path) -> str:
-    from damoxing.evaluation.metrics import headline_metric
+    """One line: the task's headline metric on test (else val), its interval at the run's confidence, the baseline."""
+    from damoxing.evaluation.metrics import ci_label
+    from damoxing.tasks import headline_metric
 
     name = headline_metric(task)
     split = "test" if "test" in metrics else "val"
@@ -328,7 +291,7 @@ def headline(metrics: dict, task: str, path: Path) -> str:
     base = metrics.get("baseline", {}).get(split, {}).get(name)
     text = f"{split} {name} {value:.4f}"
     if ci:
-        text += f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})"
+        text += f" ({ci_label(metrics.get(f'{split}_ci_level'))} {ci[0]:.4f}-{ci[1]:.4f})"
     if base is not None:
         text += f", baseline {base:.4f}"
     return f"{text}; saved run to {path}"
