@@ -118,7 +118,7 @@ def test_compare_html_renders_in_headless_chromium_without_console_errors(bc_lad
 
 
 def _raw_test_rows(run: Path) -> pd.DataFrame:
-    from damoxing.data.builtin import load_builtin
+    from damoxing.data.sources.builtin import load_builtin
 
     raw = load_builtin("breast_cancer")
     with np.load(run / "splits.npz") as splits:
@@ -158,7 +158,7 @@ def test_predict_on_a_reference_rung_gives_the_fitted_estimators_predictions(bc_
 def test_ridge_reference_predicts_in_target_units(tmp_path):
     """A regression reference: fitted on the scaled target, its ONNX values decoded back to the target's units."""
     from damoxing.api import load, train
-    from damoxing.data.builtin import load_builtin
+    from damoxing.data.sources.builtin import load_builtin
 
     run = train({"name": "ridge", "data": {"source": "builtin:diabetes"}, "model": {"type": "sklearn", "estimator": "ridge"},
                  "tracking": {"report": False}}, out=tmp_path / "ridge", quiet=True)

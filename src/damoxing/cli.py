@@ -223,7 +223,7 @@ def datasets() -> None:
     """List the bundled datasets (builtin:NAME)."""
     from rich.table import Table
 
-    from damoxing.data.builtin import list_builtins
+    from damoxing.data.sources.builtin import list_builtins
 
     table = Table("source", "kind", "task", "rows", "shape", "classes", "description")
     for d in list_builtins():

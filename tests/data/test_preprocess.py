@@ -1,4 +1,4 @@
-"""Preprocessing: task inference, fitting on train only, JSON round trips, unseen values."""
+"""Input transforms of tables and images: fitting on train only, JSON round trips, unseen values."""
 
 from __future__ import annotations
 
@@ -9,16 +9,9 @@ import pandas as pd
 import pytest
 
 from damoxing.core.errors import ConfigError, DataError
-from damoxing.data.preprocess import (
-    ImagePreprocessor,
-    LabelEncoder,
-    TabularPreprocessor,
-    TargetScaler,
-    check_target_for_task,
-    drop_missing_target,
-    infer_task,
-)
+from damoxing.data.preprocess import ImagePreprocessor, TabularPreprocessor
 from damoxing.data.sources import load_source
+from damoxing.data.targets import LabelEncoder
 
 
 def roundtrip(obj):
@@ -37,44 +30,6 @@ def frame():
             "label": ["a", "b", "a", "b", "a", "b"],
         }
     )
-
-
-# ---------------------------------------------------------------------------------------- target
-
-
-@pytest.mark.parametrize(
-    "values, task",
-    [
-        (pd.Series(["x", "y", "x"]), "classification"),
-        (pd.Series(["x", "y"], dtype="category"), "classification"),
-        (pd.Series([True, False]), "classification"),
-        (pd.Series([0, 1, 2, 1]), "classification"),
-        (pd.Series([0.0, 1.0, np.nan, 1.0]), "classification"),
-        (pd.Series(np.arange(50)), "regression"),
-        (pd.Series([0.5, 1.25, 3.0]), "regression"),
-    ],
-)
-def test_infer_task(values, task):
-    assert infer_task(values) == task
-
-
-def test_check_target_for_task():
-    with pytest.raises(DataError, match="regression.*classification") as info:
-        check_target_for_task(pd.Series(["cat", "dog"], name="animal"), "regression")
-    assert "'animal'" in str(info.value) and "'cat'" in str(info.value)
-    check_target_for_task(pd.Series([1.5, 2.5]), "regression")
-    check_target_for_task(pd.Series(["cat", "dog"]), "classification")
-    with pytest.raises(DataError, match="only one class"):
-        check_target_for_task(pd.Series(["cat", "cat"]), "classification")
-
-
-def test_drop_missing_target(frame):
-    frame.loc[[1, 4], "label"] = None
-    kept, n = drop_missing_target(frame, "label")
-    assert n == 2 and len(kept) == 4 and kept["label"].notna().all()
-    assert list(kept.index) == [0, 1, 2, 3]
-    with pytest.raises(DataError, match="'labl'.*Did you mean 'label'"):
-        drop_missing_target(frame, "labl")
 
 
 # ----------------------------------------------------------------------------------------- table
@@ -201,35 +156,6 @@ def test_image_inverse_transform_gives_back_the_data_units(mode):
     images = load_source("builtin:digits_images").images  # 0-16
     pre = roundtrip(ImagePreprocessor(mode).fit(images[:500]))
     np.testing.assert_allclose(pre.inverse_transform(pre.transform(images)), images, atol=1e-4)
-
-
-# ---------------------------------------------------------------------------------------- labels
-
-
-def test_label_encoder_strings_and_ints():
-    enc = LabelEncoder().fit(np.array(["dog", "cat", "dog", "bird"]))
-    assert enc.classes_ == ["bird", "cat", "dog"]
-    idx = enc.transform(["cat", "dog"])
-    assert idx.dtype == np.int64 and idx.tolist() == [1, 2]
-    assert enc.inverse_transform([0, 2]).tolist() == ["bird", "dog"]
-    with pytest.raises(DataError, match="'fish'.*'bird', 'cat', 'dog'"):
-        enc.transform(["fish"])
-    ints = LabelEncoder().fit(pd.Series([3.0, 1.0, 3.0]))  # e.g. a CSV column that had NaNs
-    assert ints.classes_ == [1, 3] and all(type(c) is int for c in ints.classes_)
-    assert ints.transform(np.array([3, 1], dtype=np.int64)).tolist() == [1, 0]
-    again = roundtrip(ints)
-    assert again.classes_ == [1, 3] and again.inverse_transform([1])[0] == 3
-
-
-def test_target_scaler():
-    y = np.array([1.0, 2.0, 3.0, 4.0])
-    sc = TargetScaler().fit(y)
-    z = sc.transform(y)
-    assert abs(z.mean()) < 1e-6 and z.dtype == np.float32
-    np.testing.assert_allclose(roundtrip(sc).inverse_transform(z), y, rtol=1e-6)
-    assert TargetScaler().fit([5.0, 5.0]).std_ == 1.0
-    with pytest.raises(DataError, match="'abc'"):
-        sc.transform(["abc"])
 
 
 def test_from_dict_wrong_type():

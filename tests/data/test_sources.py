@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from damoxing.core.errors import DataError, UserError
-from damoxing.data.builtin import BUILTINS, list_builtins, load_builtin
 from damoxing.data.sources import RawData, load_source
+from damoxing.data.sources.builtin import BUILTINS, list_builtins, load_builtin
 
 # ------------------------------------------------------------------------------------- helpers
 

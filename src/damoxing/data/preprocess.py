@@ -1,9 +1,8 @@
-"""Preprocessing fitted on the training split only and saved as JSON (never pickle).
+"""Input transforms fitted on the training split only and saved as JSON (never pickle).
 
-* `infer_task`, `check_target_for_task`, `drop_missing_target` - decide and check the target.
 * `TabularPreprocessor` - impute, scale, encode categories -> float32 (N, F).
 * `ImagePreprocessor` - scale to [0, 1] and normalise per channel -> float32 (N, C, H, W).
-* `LabelEncoder` - class labels <-> int64 indices; `TargetScaler` - regression targets.
+(The target's transforms, `LabelEncoder` and `TargetScaler`, are in targets.py.)
 
 Every fitted object has `to_dict()` (JSON-able: `json.dumps` works) and `from_dict(d)`, which
 gives back an object with identical transforms. Learned state ends in `_` (sklearn style) and
@@ -18,131 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from damoxing.core.errors import ConfigError, DataError, choices_text, did_you_mean
+from damoxing.core.errors import ConfigError, DataError, did_you_mean
+from damoxing.data.values import check_choice, check_saved_type, is_categorical
 
-TASKS = ("classification", "regression")
-MAX_CLASSES_FOR_INTEGERS = 20
 UNKNOWN = "<unknown>"
-
-
-# ------------------------------------------------------------------------------------ the target
-
-
-def _is_text(values: pd.Series) -> bool:
-    return (
-        pd.api.types.is_object_dtype(values.dtype)
-        or pd.api.types.is_string_dtype(values.dtype)
-        or isinstance(values.dtype, pd.CategoricalDtype)
-    )
-
-
-def _is_categorical(values: pd.Series) -> bool:
-    return _is_text(values) or pd.api.types.is_bool_dtype(values.dtype)
-
-
-def _name(values: pd.Series) -> str:
-    return f"'{values.name}'" if values.name is not None else "the target"
-
-
-def infer_task(values: pd.Series) -> str:
-    """'classification' for text/category/bool targets and for integer(-valued) targets with at
-    most 20 distinct values; 'regression' for other numbers. Missing values are ignored."""
-    values = pd.Series(values)
-    if _is_categorical(values):
-        return "classification"
-    present = values.dropna()
-    if len(present) == 0:
-        raise DataError(f"The target column {_name(values)} has no values (every row is missing).")
-    if not pd.api.types.is_numeric_dtype(present.dtype):
-        return "classification"
-    arr = present.to_numpy(dtype=np.float64)
-    integer_valued = pd.api.types.is_integer_dtype(present.dtype) or bool(
-        np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))
-    )
-    if integer_valued and len(np.unique(arr)) <= MAX_CLASSES_FOR_INTEGERS:
-        return "classification"
-    return "regression"
-
-
-def check_target_for_task(values: pd.Series, task: str) -> None:
-    """Raise DataError when the target cannot serve `task` (e.g. text with regression)."""
-    values = pd.Series(values)
-    if task not in TASKS:
-        raise ConfigError(
-            f"Unknown task '{task}'.{did_you_mean(task, TASKS)} Valid tasks: {choices_text(TASKS)}."
-        )
-    present = values.dropna()
-    if len(present) == 0:
-        raise DataError(f"The target column {_name(values)} has no values (every row is missing).")
-    if task == "regression":
-        numeric_objects = pd.api.types.is_object_dtype(values.dtype) and pd.api.types.infer_dtype(
-            present, skipna=True
-        ) in ("integer", "floating", "mixed-integer-float", "decimal")
-        if _is_categorical(values) and not numeric_objects:
-            examples = ", ".join(repr(v) for v in list(pd.unique(present))[:5])
-            raise DataError(
-                f"The target column {_name(values)} holds text or categories (e.g. {examples}), "
-                "but the task is 'regression', which predicts numbers. Set task: classification "
-                "to predict these classes, or convert the column to numbers in the file."
-            )
-    elif task == "classification" and len(present) > 0:
-        n_classes = len(pd.unique(present))
-        if n_classes < 2:
-            raise DataError(
-                f"The target column {_name(values)} has only one class ({present.iloc[0]!r}) in "
-                f"{len(present)} rows; classification needs at least two."
-            )
-
-
-def drop_missing_target(frame: pd.DataFrame, target: str) -> tuple[pd.DataFrame, int]:
-    """Drop rows whose target is missing (the caller warns with the count). Index is reset."""
-    if target not in frame.columns:
-        cols = [str(c) for c in frame.columns]
-        raise DataError(
-            f"The target column '{target}' is not in the data.{did_you_mean(target, cols)} "
-            f"Columns: {', '.join(repr(c) for c in cols)}."
-        )
-    missing = frame[target].isna().to_numpy()
-    n = int(missing.sum())
-    if n == len(frame):
-        raise DataError(
-            f"Every one of the {n} rows has a missing value in the target column '{target}'; "
-            "there is nothing to learn from."
-        )
-    if n == 0:
-        return frame, 0
-    return frame.loc[~missing].reset_index(drop=True), n
-
-
-# ------------------------------------------------------------------------------------ JSON utils
-
-
-def _py(v: Any) -> Any:
-    """A numpy / pandas scalar as the plain Python value JSON understands."""
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and v.is_integer() and math.isfinite(v):
-        return int(v)
-    if isinstance(v, (bool, int, float, str)) or v is None:
-        return v
-    return str(v)
-
-
-def _check_type(d: dict, expected: str, cls: str) -> None:
-    if not isinstance(d, dict) or d.get("type") != expected:
-        got = d.get("type") if isinstance(d, dict) else type(d).__name__
-        raise DataError(
-            f"{cls}.from_dict got a '{got}' description, not '{expected}'; the saved "
-            "preprocessing file does not belong to this kind of data."
-        )
-
-
-def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(
-            f"Invalid {name} '{value}'.{did_you_mean(value, choices)} "
-            f"Valid values: {choices_text(choices)}."
-        )
 
 
 # --------------------------------------------------------------------------------------- tables
@@ -168,9 +46,9 @@ class TabularPreprocessor:
         self.max_categories = max_categories
 
     def _check_params(self) -> None:
-        _choice("numeric_impute", self.numeric_impute, ("mean", "median"))
-        _choice("scaling", self.scaling, ("standard", "minmax", "none"))
-        _choice("categorical", self.categorical, ("onehot", "ordinal"))
+        check_choice("numeric_impute", self.numeric_impute, ("mean", "median"))
+        check_choice("scaling", self.scaling, ("standard", "minmax", "none"))
+        check_choice("categorical", self.categorical, ("onehot", "ordinal"))
         if not isinstance(self.max_categories, int) or self.max_categories < 1:
             raise ConfigError(
                 f"max_categories must be a whole number >= 1, got {self.max_categories!r}."
@@ -194,7 +72,7 @@ class TabularPreprocessor:
         return self
 
     def _fit_column(self, values: pd.Series, name: str) -> dict[str, Any]:
-        if _is_categorical(values):
+        if is_categorical(values):
             text = _as_text(values).dropna()
             counts = text.value_counts()
             # most frequent first, ties broken by value so the result never depends on row order
@@ -262,7 +140,7 @@ class TabularPreprocessor:
         for col in self.columns_:
             values = frame[col["name"]]
             if col["kind"] == "numeric":
-                if _is_categorical(values) and not pd.api.types.is_bool_dtype(values.dtype):
+                if is_categorical(values) and not pd.api.types.is_bool_dtype(values.dtype):
                     values = self._text_to_number(values, col["name"])
                 x = _as_float(values, col["name"])
                 x = np.where(np.isnan(x), col["impute"], x)
@@ -315,7 +193,7 @@ class TabularPreprocessor:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TabularPreprocessor:
-        _check_type(d, "tabular", cls.__name__)
+        check_saved_type(d, "tabular", cls.__name__)
         obj = cls(d["numeric_impute"], d["scaling"], d["categorical"], d["max_categories"])
         obj.columns_ = [dict(c) for c in d["columns_"]]
         obj.feature_names_out_ = obj._names_out()
@@ -355,7 +233,7 @@ class ImagePreprocessor:
         self.mode = mode
 
     def fit(self, images: np.ndarray) -> ImagePreprocessor:
-        _choice("image normalisation mode", self.mode, self.MODES)
+        check_choice("image normalisation mode", self.mode, self.MODES)
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[0] == 0:
             raise DataError(
@@ -432,7 +310,7 @@ class ImagePreprocessor:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ImagePreprocessor:
-        _check_type(d, "image", cls.__name__)
+        check_saved_type(d, "image", cls.__name__)
         obj = cls(d["mode"])
         obj.scale_ = float(d["scale_"])
         obj.shape_ = [int(v) for v in d["shape_"]]
@@ -444,130 +322,3 @@ class ImagePreprocessor:
 def _chunks(images: np.ndarray, size: int = 4096):
     for start in range(0, images.shape[0], size):
         yield images[start : start + size]
-
-
-# --------------------------------------------------------------------------------------- labels
-
-
-def _missing(v: Any) -> bool:
-    try:
-        return bool(pd.isna(v))
-    except (TypeError, ValueError):
-        return False
-
-
-def _sort_key(v: Any) -> tuple:
-    if isinstance(v, bool):
-        return (0, int(v), "")
-    if isinstance(v, (int, float)):
-        return (1, v, "")
-    return (2, 0, str(v))
-
-
-class LabelEncoder:
-    """Class labels <-> indices 0..K-1. `classes_` holds the sorted original values as plain
-    Python (ints stay ints - 1.0 becomes 1 -, strings stay strings)."""
-
-    def fit(self, values: Any) -> LabelEncoder:
-        series = pd.Series(np.asarray(values, dtype=object).ravel())
-        if series.isna().any():
-            raise DataError(
-                f"The labels contain {int(series.isna().sum())} missing value(s); drop those rows "
-                "before encoding labels."
-            )
-        if len(series) == 0:
-            raise DataError("There are no labels to learn classes from (0 rows).")
-        unique = {_py(v) for v in series}
-        self.classes_: list[Any] = sorted(unique, key=_sort_key)
-        return self
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes_)
-
-    def transform(self, values: Any) -> np.ndarray:
-        if not hasattr(self, "classes_"):
-            raise RuntimeError("LabelEncoder.transform called before fit")
-        lookup = {c: i for i, c in enumerate(self.classes_)}
-        items = np.asarray(values, dtype=object).ravel()
-        out = np.empty(len(items), dtype=np.int64)
-        for i, v in enumerate(items):
-            idx = None if _missing(v) else lookup.get(_py(v))
-            if idx is None:
-                known = self.classes_[:20]
-                more = f" and {len(self.classes_) - 20} more" if len(self.classes_) > 20 else ""
-                raise DataError(
-                    f"Unknown label {v!r}: it was not among the labels seen in training. Known "
-                    f"labels: {', '.join(repr(k) for k in known)}{more}."
-                )
-            out[i] = idx
-        return out
-
-    def inverse_transform(self, indices: Any) -> np.ndarray:
-        idx = np.asarray(indices, dtype=np.int64).ravel()
-        if idx.size and (idx.min() < 0 or idx.max() >= len(self.classes_)):
-            raise DataError(
-                f"Class index out of range: indices must be 0..{len(self.classes_) - 1}, got "
-                f"{int(idx.min())}..{int(idx.max())}."
-            )
-        kinds = {type(c) for c in self.classes_}
-        table = np.array(self.classes_, dtype=object if len(kinds) > 1 else None)
-        return table[idx]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"type": "labels", "version": 1, "classes_": list(self.classes_)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LabelEncoder:
-        _check_type(d, "labels", cls.__name__)
-        obj = cls()
-        obj.classes_ = list(d["classes_"])
-        return obj
-
-
-class TargetScaler:
-    """Regression targets: (y - mean) / std learned on the training split (std 0 -> 1)."""
-
-    def fit(self, values: Any) -> TargetScaler:
-        y = _target_floats(values)
-        if len(y) == 0:
-            raise DataError("There are no target values to fit the target scaler on (0 rows).")
-        self.mean_ = float(y.mean())
-        std = float(y.std())
-        self.std_ = std if std > 0 and math.isfinite(std) else 1.0
-        return self
-
-    def transform(self, values: Any) -> np.ndarray:
-        return ((_target_floats(values) - self.mean_) / self.std_).astype(np.float32)
-
-    def inverse_transform(self, values: Any) -> np.ndarray:
-        return np.asarray(values, dtype=np.float64).ravel() * self.std_ + self.mean_
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"type": "target_scaler", "version": 1, "mean_": self.mean_, "std_": self.std_}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TargetScaler:
-        _check_type(d, "target_scaler", cls.__name__)
-        obj = cls()
-        obj.mean_ = float(d["mean_"])
-        obj.std_ = float(d["std_"])
-        return obj
-
-
-def _target_floats(values: Any) -> np.ndarray:
-    series = pd.Series(np.asarray(values, dtype=object).ravel())
-    y = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
-    bad = series[np.isnan(y) & series.notna().to_numpy()]
-    if len(bad):
-        examples = ", ".join(repr(v) for v in list(pd.unique(bad))[:5])
-        raise DataError(
-            f"The regression target holds values that are not numbers (e.g. {examples}). Convert "
-            "the column to numbers, or use task: classification."
-        )
-    if np.isnan(y).any():
-        raise DataError(
-            f"The regression target has {int(np.isnan(y).sum())} missing value(s); drop those rows "
-            "first."
-        )
-    return y

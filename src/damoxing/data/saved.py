@@ -2,9 +2,10 @@
 refitted) and its saved split indices taken, so re-evaluating a run sees exactly the arrays its
 training saw.
 
-The rows the split indices count are those `prepare_data` kept: a table (or a table of texts or of
-sequences) without the rows whose target is missing, an image array as it is, a corpus by its
-units (lines or documents). Each split is then transformed the way training transformed it.
+The rows the split indices count are those `prepare_data` kept (each data kind's `saved_rows`): a
+table (or a table of texts or of sequences) without the rows whose target is missing, an image array
+as it is, a corpus by its units (lines or documents). Each split is then transformed the way
+training transformed it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from damoxing.core.errors import DataError
 from damoxing.data.pipeline import PreparedData, Preprocessing, resolve_path
 from damoxing.data.raw import RawData
 from damoxing.data.sources import load_source
-from damoxing.data.text import as_texts
 
 
 def rebuild_data(config, preprocessing: Preprocessing, indices: dict[str, np.ndarray], base_dir: Optional[Path] = None) -> PreparedData:
@@ -34,7 +34,7 @@ def rebuild_data(config, preprocessing: Preprocessing, indices: dict[str, np.nda
     schema = preprocessing.schema
     if schema.kind == "corpus":
         return _corpus(raw, preprocessing, indices)
-    inputs, values = _rows(raw, config, preprocessing)
+    inputs, values = preprocessing.kind.saved_rows(raw, config, preprocessing)
     n = len(values) if values is not None else len(inputs)
     for split, rows in indices.items():
         if len(rows) and int(rows.max()) >= n:
@@ -53,30 +53,6 @@ def rebuild_data(config, preprocessing: Preprocessing, indices: dict[str, np.nda
     )
 
 
-def _rows(raw: RawData, config, preprocessing: Preprocessing):
-    """(inputs for the input codec, target values or None) of every row prepare_data kept, in its order."""
-    schema = preprocessing.schema
-    labelled = schema.task in ("classification", "regression")
-    if raw.kind == "image":
-        images, values = raw.images, (raw.labels if labelled else None)
-        if schema.kind == "sequence":
-            return images[:, 0], values  # (N, 1, T, F) single-channel arrays are read as (N, T, F) sequences
-        return images, values
-    frame = raw.frame
-    if labelled:  # the rows training kept: those with a target value
-        if raw.target not in frame.columns:
-            raise DataError(f"'{raw.source}' no longer has the target column '{raw.target}' the run was trained on.")
-        frame = frame[frame[raw.target].notna().to_numpy()]
-    frame = frame.reset_index(drop=True)
-    values = frame[raw.target].to_numpy() if labelled else None
-    if schema.kind == "text":
-        return as_texts(frame[preprocessing.feature_columns[0]]), values
-    if schema.kind == "sequence":
-        features = config.data.features or [c for c in frame.columns if c != raw.target]
-        return frame[features].to_numpy(dtype=np.float64), values
-    return frame, values
-
-
 def _original_targets(values: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
     """Targets as metrics take them: class ids, or values in the target's own units (float32, as in training)."""
     if preprocessing.labels is not None:
@@ -93,9 +69,8 @@ def _model_targets(y_all: np.ndarray, preprocessing: Preprocessing) -> np.ndarra
 
 def _corpus(raw: RawData, preprocessing: Preprocessing, indices: dict[str, np.ndarray]) -> PreparedData:
     """A corpus's saved splits of units (lines or documents), each packed into blocks with the run's tokenizer."""
-    if raw.kind != "corpus":
-        raise DataError(f"The run is a language model, but '{raw.source}' is no longer a text corpus.")
-    units, unit = raw.texts, raw.text_unit
+    units, _ = preprocessing.kind.saved_rows(raw, None, preprocessing)
+    unit = raw.text_unit
     block = preprocessing.schema.input_shape[0]
     x, y, n_bytes = {}, {}, {}
     for split, rows in indices.items():

@@ -7,8 +7,6 @@
   tokenizer.json beside preprocessing.json (`files()`); `to_dict()` holds everything else. The
   attention mask of a batch is `ids != pad_id`.
 * `TextCodec.pack` - the units of a corpus -> next-token blocks for language modelling.
-* `read_corpus` - a .txt file (a unit per non-blank line) or a folder of .txt files (a unit per
-  document): the units a corpus is split by, so that no line is cut between train and test.
 * `find_text_column` - which column of a table holds the text.
 """
 
@@ -359,36 +357,6 @@ def _fast_tokenizer_from_folder(folder: Path):
         return AutoTokenizer.from_pretrained(str(folder), local_files_only=True, use_fast=True).backend_tokenizer
     except Exception as e:  # noqa: BLE001 - transformers raises many kinds for a folder it cannot use
         raise DataError(f"'{folder}' holds no tokenizer damoxing can use (no tokenizer.json; transformers said: {str(e).splitlines()[0]}).") from None
-
-
-# ------------------------------------------------------------------------------------ corpora
-
-
-def read_corpus(path: Path, source: str) -> tuple[list[str], str, list[Path]]:
-    """A .txt file -> its non-blank lines ("line" units); a folder -> its .txt files ("document" units).
-
-    Returns (units, unit name, files read)."""
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
-        if not files:
-            raise DataError(f"The folder '{source}' holds no .txt files; a corpus folder needs one or more UTF-8 .txt documents.")
-        units = [text for text in (_read_text(f, str(f)) for f in files) if text.strip()]
-        if not units:
-            raise DataError(f"The corpus '{source}' is empty: its {len(files)} .txt file(s) hold no text.")
-        return units, "document", files
-    units = [line for line in _read_text(path, source).splitlines() if line.strip()]
-    if not units:
-        raise DataError(f"The corpus '{source}' is empty: it holds no text, only blank lines or whitespace.")
-    return units, "line", [path]
-
-
-def _read_text(path: Path, source: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"'{source}' is not UTF-8 text ({e.reason} at byte {e.start}). Save it as UTF-8.") from None
-    except OSError as e:
-        raise DataError(f"'{source}' could not be read: {e}.") from None
 
 
 # ------------------------------------------------------------------------------------- tables

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from damoxing.core.errors import DataError, RunFolderError, UserError
+from damoxing.core.errors import RunFolderError, UserError
 from damoxing.runs.folder import check_run, model_format, read_json
 
 
@@ -112,56 +112,12 @@ class Predictor:
 
 
 def read_table_or_arrays(path: str | Path, kind: str, target: Optional[str]) -> tuple[Any, Optional[np.ndarray]]:
-    """Read a prediction input: CSV/Parquet -> (DataFrame, target column or None); NPZ/NPY -> (images, labels or None)."""
-    from damoxing.data import sources
+    """Read a file of prediction inputs for a model trained on `kind` data: (raw inputs, `target` values or None).
 
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"Input file '{path}' does not exist.")
-    name = path.name.lower()
-    if kind == "corpus":
-        raise DataError("This run is a language model: it continues text rather than predicting a value per input. Use `damoxing generate RUN --prompt TEXT`.")
-    if kind == "text" and not name.endswith((".csv", ".csv.gz", ".parquet", ".pq")):
-        raise DataError(f"Input '{path}' must be a .csv or .parquet table with the text column, for a model trained on texts.")
-    if kind == "sequence":
-        if not name.endswith((".npz", ".npy")):
-            raise DataError(f"Input '{path}' must be an .npz (sequences under 'x', labels optionally under 'y') or .npy array, for a model trained on sequences.")
-        raw = sources.load_source(str(path))
-        if raw.kind == "image":
-            return raw.images[:, 0], raw.labels
-        frame = raw.frame
-        return frame.drop(columns=[raw.target]).to_numpy() if raw.target else frame.to_numpy(), (frame[raw.target].to_numpy() if raw.target else None)
-    if kind in ("table", "text"):
-        if name.endswith((".csv", ".csv.gz", ".parquet", ".pq")):
-            raw = sources.load_source(str(path), target if _has_column(path, target) else None)
-            frame = raw.frame
-            y = frame[target].to_numpy() if target in frame.columns else None
-            return frame, y
-        if name.endswith(".npz"):
-            with np.load(path, allow_pickle=False) as z:
-                keys = list(z.keys())
-                x_key = next((k for k in ("x", "X", "data", "features") if k in keys), None)
-                if x_key is None:
-                    raise DataError(f"'{path}' has arrays {keys}; put the input rows under 'x'.")
-                y_key = next((k for k in ("y", "labels", "label", "target") if k in keys), None)
-                return z[x_key], (z[y_key] if y_key else None)
-        raise DataError(f"Input '{path}' must be .csv, .parquet or .npz for a model trained on a table.")
-    raw = sources.load_source(str(path))
-    if raw.kind != "image":
-        raise DataError(f"This model was trained on images; '{path}' holds a table. Give an .npz / .npy / IDX file of images.")
-    return raw.images, raw.labels
+    Each data kind reads its own files (CSV/Parquet/NPZ tables, image arrays, sequences; see damoxing.data.kinds)."""
+    from damoxing.data.pipeline import read_inputs
 
-
-def _has_column(path: Path, column: Optional[str]) -> bool:
-    if column is None:
-        return False
-    import pandas as pd
-
-    if path.name.lower().endswith((".parquet", ".pq")):
-        import pyarrow.parquet as pq
-
-        return column in pq.read_schema(path).names
-    return column in pd.read_csv(path, nrows=0).columns
+    return read_inputs(path, kind, target)
 
 
 def load(path: str | Path, device: str = "cpu") -> Predictor:

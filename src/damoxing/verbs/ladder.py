@@ -144,7 +144,7 @@ def _data_kind(cfg, base_dir: Optional[Path]) -> tuple[str, Optional[str]]:
         return kind, "language_modeling"
     if cfg.task is not None:
         return kind, cfg.task
-    from damoxing.data.preprocess import infer_task
+    from damoxing.data.targets import infer_task
 
     if kind == "image":
         return kind, "classification" if raw.labels is not None else None
