@@ -10,11 +10,12 @@ Heavy libraries (torch, pandas) are imported only when a function needs them.
 
 from damoxing.core.version import __version__
 
-__all__ = ["train", "load", "evaluate", "predict", "generate", "compare", "ladder", "__version__"]
+__all__ = ["train", "load", "evaluate", "predict", "generate", "compare", "ladder", "explain", "audit", "__version__"]
 
 
 def __getattr__(name):
-    if name in ("train", "load", "evaluate", "predict", "generate", "compare", "ladder", "Run", "Predictor", "Comparison", "Ladder"):
+    if name in ("train", "load", "evaluate", "predict", "generate", "compare", "ladder", "explain", "audit", "Run", "Predictor",
+                "Comparison", "Ladder"):
         from damoxing import api
 
         return getattr(api, name)

@@ -6,17 +6,22 @@
     damoxing.predict(run.path, rows)                          # verbs/predict.py
     damoxing.compare([run_a, run_b])                          # verbs/compare.py -> Comparison
     damoxing.ladder("config.yaml", seeds=3)                   # verbs/ladder.py -> Ladder
+    damoxing.explain(run.path)                                # verbs/explain.py: attributions, sanity check, importance
+    damoxing.audit(run.path, sensitive="sex", mitigate="equalized_odds")   # verbs/audit.py
 """
 
 from __future__ import annotations
 
 from damoxing.inference.predictor import Predictor, load
 from damoxing.runs.comparison import Comparison
+from damoxing.verbs.audit import AuditResult, audit
 from damoxing.verbs.compare import compare
 from damoxing.verbs.evaluate import evaluate
+from damoxing.verbs.explain import ExplainResult, explain
 from damoxing.verbs.generate import generate
 from damoxing.verbs.ladder import Ladder, ladder
 from damoxing.verbs.predict import predict
 from damoxing.verbs.train import Run, train
 
-__all__ = ["Run", "Predictor", "Comparison", "Ladder", "train", "evaluate", "load", "predict", "generate", "compare", "ladder"]
+__all__ = ["Run", "Predictor", "Comparison", "Ladder", "train", "evaluate", "load", "predict", "generate", "compare", "ladder",
+           "explain", "audit", "ExplainResult", "AuditResult"]

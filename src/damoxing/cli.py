@@ -273,6 +273,64 @@ def runs(
 
 
 @app.command()
+def explain(
+    run: Path = typer.Argument(..., help="A run folder (a classifier or regressor on tables, images, sequences or texts)."),
+    input: Optional[Path] = typer.Argument(None, help="Rows to explain (CSV/Parquet/NPZ/NPY; default: the run's test split)."),
+    method: str = typer.Option("integrated_gradients", "--method", help="integrated_gradients | saliency | occlusion | feature_ablation"),
+    rows: Optional[int] = typer.Option(None, "--rows", min=1, help="Explain the first N rows (default 1000 table rows, 32 images, 50 texts)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="A new folder for the results (default <runs>/explain-<run>-<time>)."),
+    sanity: bool = typer.Option(True, "--sanity/--no-sanity", help="Also explain randomized copies of the model and report the rank correlation."),
+    repeats: int = typer.Option(30, "--repeats", min=1, help="Tables: permutation importance repeats per column."),
+) -> None:
+    """Attributions of a run's predictions (captum), global importance with intervals, a sanity check; writes explain.html."""
+    from damoxing.verbs.explain import explain as explain_run
+    from damoxing.verbs.explain import summary_lines
+
+    result = explain_run(run, input, method=method, rows=rows, out=out, sanity=sanity, repeats=repeats)
+    for line in summary_lines(result):
+        typer.echo(line, err=True)
+    typer.echo(str(result.path))
+
+
+@app.command()
+def audit(
+    run: Path = typer.Argument(..., help="A run folder (a classifier or regressor trained on a table)."),
+    sensitive: str = typer.Option(..., "--sensitive", help="The column whose groups are compared (it need not be a model input)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Labelled CSV/Parquet with the inputs, target and sensitive column (default: the run's test split)."),
+    mitigate: Optional[str] = typer.Option(None, "--mitigate", help="demographic_parity | equalized_odds: fit group thresholds on the validation split and write a new run."),
+    objective: str = typer.Option("accuracy", "--objective", help="What the thresholds maximize under the constraint: accuracy | balanced_accuracy."),
+    positive: Optional[str] = typer.Option(None, "--positive", help="The class whose selection rate and TPR/FPR are compared (default: the second of two)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="A new folder for audit.html and audit.json (default <runs>/audit-<run>-<time>)."),
+    mitigated_out: Optional[Path] = typer.Option(None, "--mitigated-out", help="The new run folder of a mitigation (default <runs>/mitigated-<run>-<time>)."),
+) -> None:
+    """Group metrics with intervals, parity gaps, and optionally a mitigation (fairlearn); writes audit.html."""
+    from damoxing.verbs.audit import audit as audit_run
+    from damoxing.verbs.audit import summary_lines
+
+    result = audit_run(run, sensitive, data=data, mitigate=mitigate, objective=objective, positive=positive, out=out,
+                       mitigated_out=mitigated_out)
+    _console().print(audit_table(result.report))
+    for line in summary_lines(result):
+        typer.echo(line)
+    typer.echo(str(result.path))
+
+
+def audit_table(report: dict):
+    """The per-group table of an audit, for the terminal."""
+    from rich.table import Table
+
+    metrics = ["accuracy", "selection_rate", "true_positive_rate", "false_positive_rate"] if report["task"] == "classification" else ["mae", "rmse", "bias"]
+    table = Table("group", "rows", *metrics)
+    for g in report["groups"]:
+        cells = []
+        for m in metrics:
+            ci = g.get(f"{m}_ci")
+            cells.append("undefined" if g[m] is None else f"{g[m]:.3f}" + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else ""))
+        table.add_row(str(g["group"]) + (" (small)" if g.get("small") else ""), str(g["count"]), *cells)
+    return table
+
+
+@app.command()
 def compare(
     runs: List[Path] = typer.Argument(..., help="Two or more run folders trained on the same data with the same split."),
     metric: Optional[str] = typer.Option(None, "--metric", help="Test metric to compare (default: the task's headline, e.g. accuracy, r2)."),

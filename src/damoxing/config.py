@@ -58,6 +58,7 @@ class DataConfig(StrictModel):
     target: Optional[str] = Field(None, description="column to predict; default: label/target/y/class or the last column")
     labels: Optional[str] = Field(None, description="labels file for .npy / IDX images")
     features: Optional[list[str]] = Field(None, description="input columns; default: every column but the target")
+    exclude: list[str] = Field(default_factory=list, description="table columns kept out of the model's inputs (e.g. a sensitive attribute that `damoxing audit` still reads from the data)")
     split: SplitConfig = SplitConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     text: Optional[str] = Field(None, description="the text column of a CSV/Parquet table, for text models (rnn, transformer, gpt); default: the only column besides the target")

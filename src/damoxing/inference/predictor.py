@@ -54,6 +54,9 @@ class Predictor:
             except RuntimeError as e:
                 raise RunFolderError(f"The weights in '{self.path / 'model.safetensors'}' do not fit the model its config.yaml describes: {str(e).splitlines()[0]}") from None
         self.model.to(self.device).eval()
+        from damoxing.inference.postprocess import read_postprocess
+
+        self.postprocess = read_postprocess(self.path)  # group thresholds of a mitigated run (`damoxing audit --mitigate`), else None
 
     @property
     def classes_(self) -> Optional[np.ndarray]:
@@ -82,8 +85,24 @@ class Predictor:
         """Predictions in the target's own terms: original label values, or values in target units."""
         out = self.outputs(data)
         if self.task_name == "classification":
-            return self.preprocessing.decode_labels(out.argmax(axis=1))
+            return self.preprocessing.decode_labels(self.decisions(out, data))
         return self.preprocessing.decode_regression(out)
+
+    def decisions(self, proba: np.ndarray, data: Any) -> np.ndarray:
+        """Class ids from probabilities: the most likely class, or the run's group thresholds applied to
+        each row's sensitive value in `data` (a mitigated run; see inference/postprocess.py)."""
+        if self.postprocess is None:
+            return proba.argmax(axis=1)
+        return self.postprocess.decide(proba, self.postprocess.sensitive_column(data))
+
+    def decider(self, data: Any):
+        """For Task.evaluate: (split, probabilities) -> the thresholded decisions as 0/1 probabilities, for a
+        mitigated run (its group thresholds need each row's sensitive value, from `data`); None otherwise."""
+        if self.postprocess is None or self.task_name != "classification":
+            return None
+        from damoxing.inference.postprocess import one_hot
+
+        return lambda split, proba: one_hot(self.decisions(proba, data), proba.shape[1])
 
     def generate(self, prompt: str = "", **options: Any) -> str:
         """Continue `prompt` (language models); options as `damoxing.inference.text.generate_text`. Returns the new text."""
@@ -107,7 +126,7 @@ class Predictor:
         prepared = PreparedData(task=self.task_name, preprocessing=self.preprocessing, x={"test": x}, y={"test": y},
                                 y_original={"train": None, "test": y}, indices={}, fingerprint="", source="", summary={})
         metrics = self.task.evaluate(self.model, prepared, EvaluationSettings.from_config(self.config),
-                                     autocast_context(self.config.train, self.device), splits=("test",))
+                                     autocast_context(self.config.train, self.device), splits=("test",), decide=self.decider(data))
         return one_split(metrics, "test")
 
 

@@ -161,9 +161,9 @@ class PretrainedModel(nn.Module):
 
     def hidden_states(self, x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """(B, T) ids and their (B, T) real-token mask -> the last layer's (B, T, hidden) states."""
-        if self.config.finetune == "frozen":
+        if self.config.finetune == "frozen" and self.training:
             with torch.no_grad():  # nothing below the head trains: keep no activations for a backward pass
-                return self._last_hidden(x, real)
+                return self._last_hidden(x, real)  # (in eval mode the caller decides: explain needs input gradients)
         return self._last_hidden(x, real)
 
     def _last_hidden(self, x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:

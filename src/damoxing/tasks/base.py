@@ -114,13 +114,15 @@ class Task:
         return pred
 
     def evaluate(self, model, data, settings: EvaluationSettings, autocast, splits=SPLITS,
-                 predictions: Optional[dict] = None) -> dict[str, Any]:
+                 predictions: Optional[dict] = None, decide: Optional[Callable[[str, np.ndarray], np.ndarray]] = None) -> dict[str, Any]:
         """metrics.json of a supervised run: for each split that has rows and targets its metrics
         ({split}), the baseline's (baseline.{split}, when the training targets are known), and for
         test the bootstrap intervals ({split}_ci, at coverage {split}_ci_level) and calibration.
 
         `data`: PreparedData (or the same fields: x, y_original, preprocessing). If `predictions` is
-        a dict, the test split's targets and predictions are put in it as plain arrays."""
+        a dict, the test split's targets and predictions are put in it as plain arrays. `decide`:
+        (split, predictions) -> predictions, a run's post-processing applied before scoring (a mitigated
+        run's group thresholds, inference/postprocess.py)."""
         from damoxing.evaluation.score import evaluate_predictions
         from damoxing.models.runtime import model_outputs
 
@@ -132,6 +134,8 @@ class Task:
                 continue
             x = torch.as_tensor(data.x[split], device=device)
             pred = self.decode(self.predictions(model_outputs(model, x, settings.batch_size, autocast)), data.preprocessing)
+            if decide is not None:
+                pred = decide(split, pred)
             y_true = data.y_original[split]
             n_resamples = settings.bootstrap if split == "test" else 0
             result = evaluate_predictions(self, y_true, pred, data.preprocessing.schema, train_targets, n_resamples=n_resamples,

@@ -33,6 +33,11 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
     if split not in SPLITS:
         raise UserError(f"--split is '{split}'; a run is evaluated on one of its own splits: {', '.join(SPLITS)}.")
     predictor = load(run)
+    if predictor.postprocess is not None:
+        from damoxing.core.console import note
+
+        note(f"{predictor.path} applies group thresholds on '{predictor.postprocess.sensitive}' (postprocess.json): the metrics are those of "
+             "its 0/1 decisions, so log_loss, roc_auc and ece describe hard predictions, not probabilities.")
     if data is None:
         prepared = run_data(predictor)
         if len(prepared.x.get(split, ())) == 0:
@@ -43,7 +48,7 @@ def evaluate(run: str | Path, data: str | Path | None = None, split: str = "test
         prepared, split = file_data(predictor, data), "test"
     settings = EvaluationSettings.from_config(predictor.config)
     autocast = autocast_context(predictor.config.train, predictor.device)
-    metrics = predictor.task.evaluate(predictor.model, prepared, settings, autocast, splits=(split,))
+    metrics = predictor.task.evaluate(predictor.model, prepared, settings, autocast, splits=(split,), **split_decider(predictor))
     if split not in metrics:
         raise DataError(f"The {split} data has too few rows to evaluate (generative metrics compare sets of samples: give at least 2).")
     return one_split(metrics, split)
@@ -78,6 +83,21 @@ def config_folder(config_source: str, recorded: str) -> Optional[Path]:
     if config_source.startswith("builtin:") or relative.is_absolute() or len(found.parts) <= n or found.parts[-n:] != relative.parts:
         return None
     return Path(*found.parts[:-n])
+
+
+def split_decider(predictor) -> dict:
+    """{"decide": ...} for Task.evaluate on the run's own splits when the run applies group thresholds
+    (a mitigated run: each split's sensitive values are read from its source rows), else {}."""
+    if predictor.postprocess is None or predictor.task_name != "classification":
+        return {}
+    from damoxing.inference.postprocess import one_hot
+    from damoxing.runs.rows import split_rows
+
+    def decide(split: str, proba: np.ndarray) -> np.ndarray:
+        rows = split_rows(predictor.config, predictor.path, split)
+        return one_hot(predictor.decisions(proba, rows), proba.shape[1])
+
+    return {"decide": decide}
 
 
 # --------------------------------------------------------------------------- a file given with --data

@@ -99,7 +99,8 @@ class TableKind(DataKind):
 
 
 def select_features(frame: pd.DataFrame, excluded: Optional[str], config, source: str) -> list[str]:
-    """The input columns: data.features (each must exist), else every column but `excluded` (the target)."""
+    """The input columns: data.features (each must exist), else every column but `excluded` (the target);
+    less data.exclude (each must exist too: a typo would silently keep a column, e.g. a sensitive one, in)."""
     features = config.data.features or [c for c in frame.columns if c != excluded]
     missing = [c for c in features if c not in frame.columns]
     if missing:
@@ -107,7 +108,11 @@ def select_features(frame: pd.DataFrame, excluded: Optional[str], config, source
             f"data.features names column(s) {missing} that '{source}' does not have.{did_you_mean(missing[0], frame.columns)} "
             f"Its columns: {choices_text(map(str, frame.columns))}."
         )
-    return list(features)
+    unknown = [c for c in config.data.exclude if c not in frame.columns]
+    if unknown:
+        raise DataError(f"data.exclude names column(s) {unknown} that '{source}' does not have.{did_you_mean(unknown[0], frame.columns)} "
+                        f"Its columns: {choices_text(map(str, frame.columns))}.")
+    return [c for c in features if c not in set(config.data.exclude)]
 
 
 def fit_inputs(train_rows: pd.DataFrame, features: list[str], config) -> TabularPreprocessor:
