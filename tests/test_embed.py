@@ -66,5 +66,9 @@ def test_embed_bad_input(cli, folder, tmp_path):
     mlp = train({"data": {"source": "builtin:iris"}, "model": {"type": "mlp"}, "train": {"epochs": 1}}, out=tmp_path / "mlp", quiet=True)
     result = cli("embed", mlp.path, folder / "lines.txt", "--out", tmp_path / "e.npy")
     assert result.code == 2 and "no sentence encoder" in result.err and "Traceback" not in result.err
+    rnn = train({"data": {"source": str(folder / "topics.csv"), "target": "label"}, "model": {"type": "rnn", "size": "tiny"},
+                 "train": {"epochs": 1}}, out=tmp_path / "rnn", quiet=True)  # a text model with an `embed` layer, no encoder
+    result = cli("embed", rnn.path, folder / "lines.txt", "--out", tmp_path / "e.npy")
+    assert result.code == 2 and "no sentence encoder" in result.err and "Traceback" not in result.err
     result = cli("embed", "sentence-transformers/all-mpnet-base-v2", folder / "lines.txt", "--out", tmp_path / "e.npy")
     assert result.code == 2 and "never downloads" in result.err

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -226,8 +226,16 @@ class TrackingConfig(StrictModel):
 class ModelConfigBase(StrictModel):
     """Base of every model family's options. `size` picks a preset; explicit options override it."""
 
+    PRESETS: ClassVar[dict] = {}  # size -> {option: value}, filled into options left unset (None)
     size: Size = "small"
     init_from: Optional[str] = Field(None, description="start from another run's weights (its run folder): tensors with the same name and shape are loaded, the rest (e.g. a new head) start fresh and are reported")
+
+    @classmethod
+    def tiny(cls, schema: Any, folder: Path) -> "ModelConfigBase":
+        """The smallest config of this family that runs on data described by `schema` (a DataSchema),
+        for contract tests that check every family in milliseconds; `folder` is scratch space for a
+        family that needs files (pretrained: a random checkpoint). Default: the `tiny` size preset."""
+        return cls(size="tiny")
 
 
 class ConfigBase(StrictModel):

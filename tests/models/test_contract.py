@@ -1,19 +1,35 @@
-"""One contract for every registered model family (tiny preset), timm/Keras style:
+"""One contract for every registered model family (its own tiny config), timm/Keras style:
 build from a tiny schema -> forward shape -> finite gradients for every trainable parameter ->
-save/load (safetensors) gives identical outputs -> a few optimizer steps reduce the loss.
-A new family gets all of this by registering and by its input kind having a tiny batch here.
-A family that always does one task (vae, gan: generation) is checked under that task; one that
-owns its update (gan: `train_step`) is stepped by its own optimizers."""
+batch size 1 -> a bf16 autocast forward -> save/load (safetensors) gives identical outputs ->
+config dump -> load -> build gives the same model -> a few optimizer steps reduce the loss; and every
+size preset validates. A new family gets all of this by registering, by its config's `tiny()`
+(models/protocols.py), and by its input kind having a tiny batch here. A family that always does
+one task (DoesOneTask: vae, gan) is checked under that task; one that owns its update (OwnsUpdate:
+gan) is stepped by its own optimizers."""
 
 from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import shutil
+import tempfile
+import typing
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from damoxing.config import TrainConfig
+from damoxing.config import ModelConfigBase, Size, TrainConfig, dump_config
 from damoxing.data.schema import DataSchema
-from damoxing.models import MODELS, create_model, family_task
+from damoxing.models import MODELS, create_model, family_task, resolve_size
+from damoxing.models.protocols import (
+    FittedReference,
+    Generative,
+    ModelFamily,
+    OwnsUpdate,
+)
 from damoxing.tasks import TASKS
 from damoxing.training.optim import build_optimizer
 
@@ -65,25 +81,23 @@ OUTPUT_SHAPES = {
 
 def cases():
     for name, family in MODELS.items():
-        if getattr(family, "fitted_by", None):  # not a torch module (sklearn: tests/test_ladder.py)
+        if isinstance(family, FittedReference):  # not a torch module (sklearn: tests/test_ladder.py)
             continue
         for kind in sorted(family.input_kinds):
             yield pytest.param(name, kind, id=f"{name}-{kind}")
 
 
-def tiny_config(name: str, schema: DataSchema):
-    """The family's tiny preset; `pretrained` has no presets: its size is a tiny random checkpoint written for this schema."""
-    family = MODELS.get(name)
-    if name == "pretrained":
-        from hf_fixtures import tiny_checkpoint
-
-        return family.config_class(type=name, path=str(tiny_checkpoint(schema.kind, schema.vocab_size)))
-    return family.config_class(type=name, size="tiny")
+@functools.lru_cache(maxsize=None)
+def tiny_config(name: str, kind: str):
+    """The family's own tiny config for the tiny case of `kind` (written files live until the tests end)."""
+    folder = Path(tempfile.mkdtemp(prefix=f"damoxing-contract-{name}-{kind}-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return MODELS.get(name).config_class.tiny(tiny_case(kind)[0], folder)
 
 
 def build(name: str, schema: DataSchema) -> torch.nn.Module:
     torch.manual_seed(0)
-    return create_model(tiny_config(name, schema), schema)
+    return create_model(tiny_config(name, schema.kind), schema)
 
 
 @pytest.mark.parametrize("name,kind", list(cases()))
@@ -107,19 +121,99 @@ def test_save_load_gives_identical_outputs(name, kind, tmp_path):
     model = build(name, schema).eval()
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "m.safetensors"))
     torch.manual_seed(123)  # a different init: the loaded weights must replace it
-    other = create_model(tiny_config(name, schema), schema).eval()
+    other = create_model(tiny_config(name, schema.kind), schema).eval()
     other.load_state_dict(load_file(str(tmp_path / "m.safetensors")))
     with torch.no_grad():
         assert torch.equal(model(x), other(x))
-        if hasattr(model, "sample"):  # a generative model's other half (a GAN's generator) must match too
+        if isinstance(model, Generative):  # a generative model's other half (a GAN's generator) must match too
             assert torch.equal(model.sample(4, torch.Generator().manual_seed(0)), other.sample(4, torch.Generator().manual_seed(0)))
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_family_has_the_registered_surface(name):
+    family = MODELS.get(name)
+    assert isinstance(family, ModelFamily) and issubclass(family.config_class, ModelConfigBase)
+    assert family.config_class.model_fields["type"].default == name  # `type: Literal[name]`, the config union's tag
+    assert family.input_kinds and family_task(name) in (None, *TASKS.names())
+
+
+@pytest.mark.parametrize("name,kind", list(cases()))
+def test_a_batch_of_one(name, kind):
+    """One row gives the row of a full batch's output (eval), and trains (a last batch can be a single row)."""
+    schema, x, y, task_name = tiny_case(kind)
+    model = build(name, schema).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x[:1]), model(x)[:1], rtol=1e-4, atol=1e-5)
+    model.train()
+    if isinstance(model, OwnsUpdate):
+        optimizers = model.configure_optimizers(TrainConfig(), build_optimizer)
+        parts = model.train_step(x[:1], optimizers, contextlib.nullcontext)
+        assert all(torch.isfinite(v) for v in parts.values()), parts
+        return
+    task = TASKS.get(family_task(name) or task_name)(TrainConfig())
+    loss, out = task.loss(model, x[:1], None if y is None else y[:1])
+    assert out.shape[0] == 1 and torch.isfinite(loss)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("name,kind", list(cases()))
+def test_a_bf16_autocast_forward_on_cpu(name, kind):
+    """Under CPU bf16 autocast (train.precision: bf16) the outputs are finite, shaped alike and near fp32's."""
+    schema, x, _, _ = tiny_case(kind)
+    model = build(name, schema).eval()
+    with torch.no_grad():
+        reference = model(x).float()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x)
+    assert low.shape == reference.shape and torch.isfinite(low.float()).all()
+    scale = reference.abs().max().item() + 1e-3
+    assert (low.float() - reference).abs().max().item() <= 0.05 * scale + 0.02, f"{name}: bf16 strays from fp32"
+
+
+@pytest.mark.parametrize("name,kind", list(cases()))
+def test_config_dump_load_build_gives_the_same_model(name, kind, tmp_path):
+    """The resolved model config, written as a run's config.yaml and read back (spec.load_config), builds
+    a model that gives identical outputs once the saved weights are loaded."""
+    from damoxing.spec import load_config
+
+    schema, x, _, _ = tiny_case(kind)
+    config = resolve_size(tiny_config(name, kind))
+    full = load_config({"name": "contract", "data": {"source": "builtin:iris"}, "model": config.model_dump(mode="json")})
+    (tmp_path / "config.yaml").write_text(dump_config(full))
+    loaded = load_config(tmp_path / "config.yaml").model
+    assert loaded == config
+    model = build(name, schema).eval()
+    torch.manual_seed(123)
+    other = create_model(loaded, schema).eval()
+    other.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(model(x), other(x))
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_size_preset_validates(name):
+    """Each preset names only the family's options, with values its config accepts; a family with
+    presets has one for every size, each setting the same options."""
+    config_class = MODELS.get(name).config_class
+    presets = config_class.PRESETS
+    sizes = typing.get_args(Size)
+    assert not presets or set(presets) == set(sizes), f"{name}: presets for {sorted(presets)}, sizes are {sizes}"
+    base = tiny_config(name, sorted(MODELS.get(name).input_kinds)[0]).model_dump()
+    for size, values in presets.items():
+        assert set(values) <= set(config_class.model_fields) - {"type", "size"}, f"{name} {size}: {sorted(values)}"
+        assert set(values) == set(presets[sizes[0]]), f"{name}: preset {size} sets other options than {sizes[0]}"
+        validated = config_class.model_validate({**base, **values, "size": size})
+        assert all(getattr(validated, k) == v for k, v in values.items())
+        resolved = resolve_size(config_class.model_validate({**{k: v for k, v in base.items() if k not in values}, "size": size}))
+        assert all(getattr(resolved, k) == v for k, v in values.items())
 
 
 @pytest.mark.parametrize("name,kind", list(cases()))
 def test_a_few_steps_reduce_the_loss(name, kind):
     schema, x, y, task_name = tiny_case(kind)
     model = build(name, schema)
-    if hasattr(model, "train_step"):
+    if isinstance(model, OwnsUpdate):
         return check_own_update(model, x)
     task = TASKS.get(family_task(name) or task_name)(TrainConfig())
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
@@ -136,8 +230,6 @@ def test_a_few_steps_reduce_the_loss(name, kind):
 def check_own_update(model, x):
     """A model that owns its update plays a game (a GAN): no single loss must fall, so check that its
     own steps report finite parts and move every parameter; tests/models/test_gan.py checks each player learns."""
-    import contextlib
-
     before = {k: p.detach().clone() for k, p in model.named_parameters()}
     optimizers = model.configure_optimizers(TrainConfig(optimizer={"name": "adam", "lr": 0.01}), build_optimizer)
     for _ in range(5):

@@ -99,9 +99,59 @@ def test_gradient_accumulation_equals_large_batch_for_sgd():
         assert torch.allclose(p, q, atol=1e-5)
 
 
+def test_samples_seen_counts_every_row_once_with_accumulation():
+    # 150 rows in batches of 16: 10 micro-batches, steps of 3, the last step has one (short) micro-batch
+    _, result = run(epochs=2, grad_accum_steps=3, log_every=100)
+    assert result.steps == 2 * 4 and result.samples_seen == 2 * 150
+
+
+def gradient_norms_at_each_step(train_call) -> list[float]:
+    """The total gradient norm every optimizer sees when it steps, during `train_call()`."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    norms = []
+
+    def record(optimizer, args, kwargs):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        train_call()
+    finally:
+        handle.remove()
+    return norms
+
+
 def test_clipping_and_l1_l2_run():
-    _, result = run(clip_grad_norm=0.5, l1=1e-4, l2=1e-3)
-    assert result.history[-1]["val_accuracy"] > 0.8
+    """Every optimizer step sees gradients clipped to train.clip_grad_norm (without clipping some are
+    larger), and a run with clipping and both penalties still learns."""
+    settings = {"optimizer": {"name": "sgd", "lr": 0.5}, "l1": 1e-4, "l2": 1e-3}
+    free = gradient_norms_at_each_step(lambda: run(**settings))
+    results = []
+    clipped = gradient_norms_at_each_step(lambda: results.append(run(clip_grad_norm=0.1, **settings)[1]))
+    assert max(free) > 0.2 and len(clipped) == len(free)
+    assert max(clipped) <= 0.1 + 1e-5
+    assert results[0].history[-1]["val_accuracy"] > 0.8
+
+
+def test_l1_l2_penalty_is_added_for_weight_matrices_only():
+    """One full-batch SGD step equals the hand-computed step on task loss + l1 * sum|W| + l2 * sum W^2
+    over weight matrices (biases are not penalised)."""
+    import copy
+
+    train, _ = blobs(32)  # 24 training rows: one batch, one step
+    config = TrainConfig(epochs=1, batch_size=32, optimizer={"name": "sgd", "lr": 0.5}, l1=0.01, l2=0.05)
+    model, task = make(config)
+    start = copy.deepcopy(model)
+    fit(model, train, None, task, config, torch.device("cpu"))
+
+    loss, _ = task.loss(start, train.x, train.y)
+    weights = [p for p in start.parameters() if p.dim() > 1]
+    (loss + sum(0.01 * w.abs().sum() + 0.05 * w.pow(2).sum() for w in weights)).backward()
+    expected = [p.detach() - 0.5 * p.grad for p in start.parameters()]
+    for (name, p), e in zip(model.named_parameters(), expected):
+        torch.testing.assert_close(p.detach(), e, rtol=0, atol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize("name", ["constant", "step", "cosine", "linear"])
@@ -144,8 +194,19 @@ def test_device_auto_is_cpu_here_and_cuda_request_fails_clearly():
 
 
 def test_bf16_autocast_on_cpu_when_asked():
-    _, result = run(precision="bf16", optimizer={"name": "adam", "lr": 0.05})
-    assert result.history[-1]["val_accuracy"] > 0.8
+    """precision bf16: the model's layers compute in bfloat16 in training and validation forwards
+    (fp32 otherwise), and it still learns."""
+    seen, results = {}, {}
+    for precision in ("bf16", "fp32"):
+        config = TrainConfig(epochs=5, batch_size=16, precision=precision, optimizer={"name": "adam", "lr": 0.05})
+        train, val = blobs()
+        model, task = make(config)
+        dtypes = seen[precision] = set()
+        model.head.register_forward_hook(lambda module, inputs, output, dtypes=dtypes: dtypes.add((module.training, output.dtype)))
+        results[precision] = fit(model, train, val, task, config, torch.device("cpu"))
+    assert seen["bf16"] == {(True, torch.bfloat16), (False, torch.bfloat16)}
+    assert seen["fp32"] == {(True, torch.float32), (False, torch.float32)}
+    assert results["bf16"].history[-1]["val_accuracy"] > 0.8
 
 
 def test_ctrl_c_keeps_what_was_trained():

@@ -58,9 +58,6 @@ def same_weights(a, b) -> bool:
 
 
 def test_streamed_path_trains_exactly_like_the_resident_path(capsys):
-    from damoxing.core.console import set_quiet
-
-    set_quiet(False)  # an earlier quiet run leaves the console quiet
     resident, r1 = train_mlp()
     streamed, r2 = train_mlp(data_on_device=False, loader={"workers": 1})
     assert r1.data_path == "resident" and r2.data_path == "streamed"

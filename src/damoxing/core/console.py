@@ -1,19 +1,33 @@
-"""Where damoxing talks to people: stderr for progress, notes and warnings; stdout for results."""
+"""Where damoxing talks to people: stderr for progress, notes and warnings; stdout for results.
+
+Notes and the progress bar can be silenced for a block of work, `with quiet(True): ...`: the
+setting belongs to that block (and to its thread or task: a context variable), so a quiet call
+leaves nothing behind for the next one.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
+from contextvars import ContextVar
 
-_quiet = False
+_QUIET: ContextVar[bool] = ContextVar("quiet", default=False)
 
 
-def set_quiet(value: bool) -> None:
-    global _quiet
-    _quiet = value
+@contextlib.contextmanager
+def quiet(value: bool = True) -> Iterator[None]:
+    """No notes and no progress bar inside the block when `value` (warnings still show); the
+    setting from before the block comes back after it, on an error too."""
+    token = _QUIET.set(value)
+    try:
+        yield
+    finally:
+        _QUIET.reset(token)
 
 
 def is_quiet() -> bool:
-    return _quiet
+    return _QUIET.get()
 
 
 def stderr_console():
@@ -24,7 +38,7 @@ def stderr_console():
 
 def note(message: str) -> None:
     """An informational line on stderr (silenced by --quiet)."""
-    if not _quiet:
+    if not _QUIET.get():
         print(message, file=sys.stderr)
 
 
@@ -35,7 +49,7 @@ def warn(message: str) -> None:
 
 def progress_bar():
     """A rich progress bar on stderr (None when quiet)."""
-    if _quiet:
+    if _QUIET.get():
         return None
     from rich.progress import (
         BarColumn,

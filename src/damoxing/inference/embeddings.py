@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from damoxing.core.errors import DataError, UserError, choices_text, did_you_mean
+from damoxing.models.protocols import SentenceEncoder
 
 OUTPUT_SUFFIXES = (".npy", ".parquet")
 
@@ -36,7 +37,7 @@ def load_encoder(source: str | Path, device: str = "auto"):
         from damoxing.inference.predictor import load
 
         predictor = load(source, device=str(torch_device))
-        if not hasattr(predictor.model, "embed"):
+        if not isinstance(predictor.model, SentenceEncoder):
             raise UserError(f"'{source}' is a run of model '{predictor.config.model.type}', which has no sentence encoder to embed with. "
                             "Give a run of model.type 'pretrained', or a checkpoint folder, or a short name such as 'minilm'.")
         return predictor.model, predictor.preprocessing.inputs, predictor.model.context_length

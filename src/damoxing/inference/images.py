@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 
 from damoxing.core.errors import UserError
+from damoxing.models.protocols import Interpolates
 
 GRID_SAMPLES = 64  # cells in a training sample grid (8 x 8)
 MIN_CELL_PIXELS = 32  # enlarge small images to at least this many pixels per side
@@ -115,7 +116,7 @@ def generate_images(run_path: str | Path, n: int = GRID_SAMPLES, seed: int = 0, 
         raise UserError(f"--out '{out}' must end in .png (a grid of images) or .npz (the images as arrays, key 'images').")
     if n < 1 or n > 10_000:
         raise UserError(f"--n is {n}; ask for between 1 and 10000 images.")
-    if interpolate and not hasattr(predictor.model, "interpolate"):
+    if interpolate and not isinstance(predictor.model, Interpolates):
         raise UserError(f"--interpolate needs a model with an encoder's latent space (model.type vae); '{run_path}' is a '{model_type}' run. "
                         "Leave out --interpolate to draw samples.")
 

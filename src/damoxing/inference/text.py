@@ -11,6 +11,7 @@ from typing import Any, Callable, Optional
 
 from damoxing.core.console import warn
 from damoxing.core.errors import UserError
+from damoxing.models.protocols import LanguageModel
 
 
 def check_sampling(max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: Optional[float]) -> None:
@@ -50,7 +51,7 @@ def generate_text(predictor, prompt: str = "", max_new_tokens: int = 100, temper
     import torch
 
     check_sampling(max_new_tokens, temperature, top_k, top_p)
-    if predictor.task_name != "language_modeling" or not hasattr(predictor.model, "generate_tokens"):
+    if predictor.task_name != "language_modeling" or not isinstance(predictor.model, LanguageModel):
         raise UserError(f"'{predictor.path}' is not a language model (task '{predictor.task_name}', model '{predictor.config.model.type}'); "
                         "only language-model runs continue text.")
     codec = predictor.preprocessing.inputs

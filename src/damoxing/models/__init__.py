@@ -1,10 +1,12 @@
 """Model families. Each file defines one family and registers it with `@MODELS.register(name)`.
 
-A registered model class has:
-    config_class: its pydantic options (with `type: Literal[name]` and `size` presets)
+A registered model class (models/protocols.py: ModelFamily) has:
+    config_class: its pydantic options (with `type: Literal[name]`, `size` presets in PRESETS, and
+                  `tiny(schema, folder)`: the smallest config that runs, for the contract tests)
     input_kinds:  the data kinds it accepts (e.g. {"table"}, {"image"})
     from_config(config, schema) -> nn.Module: builds itself from the data's schema.
-    task (optional): the one task the family does whatever the data holds (vae, gan: "generation").
+Optional capabilities (owns its update, generative, language model, encoder, groups its
+parameters, one fixed task, ...) are declared as Protocols in models/protocols.py.
 `create_model(config, schema)` is the single factory.
 """
 

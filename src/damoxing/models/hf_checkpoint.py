@@ -132,6 +132,27 @@ def checkpoint_sha256(folder: Path) -> str:
     return _HASHES[key]
 
 
+def write_tiny_checkpoint(folder: Path, architecture: str, vocab_size: int, seed: int = 0) -> Path:
+    """A random checkpoint (no tokenizer) 2 layers deep and 32 wide, in Hugging Face format: a BERT
+    encoder ("bert") or a GPT-2 language model ("gpt2"), for tests that need a pretrained family to
+    run in milliseconds. Nothing is downloaded; the weights are random."""
+    import torch
+
+    transformers = transformers_module()
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    if architecture == "gpt2":
+        config = transformers.GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=2, n_positions=64,
+                                         bos_token_id=vocab_size - 1, eos_token_id=vocab_size - 1)
+        model = transformers.GPT2LMHeadModel(config)
+    else:
+        model = transformers.BertModel(transformers.BertConfig(
+            vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+            max_position_embeddings=64, pad_token_id=0))
+    model.save_pretrained(str(folder))
+    return folder
+
+
 def max_positions(config: dict[str, Any]) -> Optional[int]:
     """The most tokens the checkpoint's position embeddings cover (None when it does not say)."""
     for key in POSITION_KEYS:

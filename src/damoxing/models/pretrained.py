@@ -56,6 +56,12 @@ class PretrainedModelConfig(ModelConfigBase):
     base_sha256: Optional[str] = Field(None, description="content hash of the checkpoint (config.json and weights), recorded at training; a different base is refused")
     PRESETS: ClassVar[dict] = {}  # the checkpoint fixes the architecture; `size` does not apply
 
+    @classmethod
+    def tiny(cls, schema, folder: Path) -> "PretrainedModelConfig":
+        """A random 2-layer, width-32 checkpoint for `schema` written into `folder`: BERT for text, GPT-2 for a corpus."""
+        architecture = "gpt2" if schema.kind == "corpus" else "bert"
+        return cls(path=str(ckpt.write_tiny_checkpoint(folder, architecture, schema.vocab_size or 64)))
+
     @property
     def tokenizer_path(self) -> str:
         """The checkpoint folder: the data pipeline reads text with this tokenizer, so token ids match the weights."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from damoxing.core.errors import ConfigError, choices_text
 from damoxing.core.registry import Registry
 from damoxing.data.schema import ModelNeeds
+from damoxing.models.protocols import DoesOneTask, HasContextLength, ReadsTokenizer
 
 MODELS: Registry = Registry("model")
 
@@ -23,13 +24,13 @@ def create_model(config, schema):
 
 def family_task(model_type: str):
     """The task a family always does (e.g. "generation" for vae and gan), or None if the data decides."""
-    return getattr(MODELS.get(model_type), "task", None) if model_type in MODELS else None
+    family = MODELS.get(model_type) if model_type in MODELS else None
+    return family.task if isinstance(family, DoesOneTask) else None
 
 
 def resolve_size(config):
     """Fill every option left unset (None) from the family's `size` preset."""
-    presets = getattr(type(config), "PRESETS", {})
-    values = presets.get(config.size, {})
+    values = type(config).PRESETS.get(config.size, {})
     updates = {k: v for k, v in values.items() if getattr(config, k) is None}
     return config.model_copy(update=updates) if updates else config
 
@@ -47,5 +48,7 @@ def data_needs(config) -> ModelNeeds:
     family = MODELS.get(config.type)
     return ModelNeeds(type=config.type, input_kinds=frozenset(family.input_kinds),
                       text_models=tuple(name for name, f in MODELS.items() if "text" in f.input_kinds),
-                      task=getattr(family, "task", None), context_length=getattr(config, "context_length", None),
-                      tokenizer_path=getattr(config, "tokenizer_path", None), init_from=getattr(config, "init_from", None))
+                      task=family_task(config.type),
+                      context_length=config.context_length if isinstance(config, HasContextLength) else None,
+                      tokenizer_path=config.tokenizer_path if isinstance(config, ReadsTokenizer) else None,
+                      init_from=config.init_from)

@@ -24,13 +24,15 @@ class Generation(Task):
 
     @classmethod
     def validation_metric_names(cls, model_type=None) -> tuple[str, ...]:
-        """loss, the family's loss parts (its class attribute `loss_parts`, e.g. vae: recon, kl), and sample quality.
+        """loss, the family's loss parts (Generative.loss_parts, e.g. vae: recon, kl), and sample quality.
 
         model_type None: every generative family's parts (what some generative model computes)."""
         from damoxing.models import MODELS
+        from damoxing.models.protocols import Generative
+        from damoxing.models.registry import family_task
 
-        families = [MODELS.get(model_type)] if model_type in MODELS else [f for _, f in MODELS.items() if getattr(f, "task", None) == cls.name]
-        parts = [p for family in families for p in getattr(family, "loss_parts", ())]
+        families = [MODELS.get(model_type)] if model_type in MODELS else [f for name, f in MODELS.items() if family_task(name) == cls.name]
+        parts = [p for family in families if isinstance(family, Generative) for p in family.loss_parts]
         return ("loss", *dict.fromkeys(parts), "frechet_distance", "diversity")
 
     def __init__(self, train_config: TrainConfig):

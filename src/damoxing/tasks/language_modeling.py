@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from damoxing.data.text import IGNORE_INDEX
+from damoxing.models.protocols import LanguageModel
 from damoxing.tasks.base import SPLITS, TASKS, EvaluationSettings, Task
 
 
@@ -47,7 +48,7 @@ class LanguageModeling(Task):
 
     @staticmethod
     def _vocab(model) -> int:
-        return int(getattr(model, "vocab_size", 50_000))
+        return int(model.vocab_size) if isinstance(model, LanguageModel) else 50_000
 
     def validation_metrics(self, model, x, y, batch_size, autocast):
         total, count = self.token_loss_sum(model, x, y, batch_size, autocast)

@@ -1,1 +1,1 @@
-"""Training: the loop, optimizers and learning-rate schedules, batches, checkpoints, distributed setup."""
+"""Training: the loop and its state (also the checkpoint format), the step, optimizers and learning-rate schedules, batches, checkpoints, distributed setup."""

@@ -15,11 +15,13 @@ the final artefacts. The file holds
     loop/epoch_sums           the current epoch's loss sums so far
 
 and, in the safetensors metadata under "damoxing", JSON: the resolved config, the data fingerprint,
-the number of processes, epoch, batch within the epoch, step, history, best score and epoch,
-early-stopping and plateau state, the optimizer's param groups and non-tensor state, and a SHA-256
-of every tensor's bytes (a damaged file is refused, not half-loaded). A new checkpoint is written
-to a temporary file, fsynced and renamed over the previous one, so a crash at any moment leaves
-the last complete checkpoint in place. No pickle anywhere: safetensors and JSON only.
+the number of processes, the optimizer's param groups and non-tensor state, the training loop's
+state under "loop" (training/state.py's LoopState, versioned: epoch, batch within the epoch, step,
+history, early-stopping, plateau and loss-window state), and a SHA-256 of every tensor's bytes (a
+damaged file is refused, not half-loaded). The model, optimizer and generator parts are captured
+here (`capture_state`, `restore_state`), the loop's part by LoopState itself. A new checkpoint is
+written to a temporary file, fsynced and renamed over the previous one, so a crash at any moment
+leaves the last complete checkpoint in place. No pickle anywhere: safetensors and JSON only.
 """
 
 from __future__ import annotations
@@ -221,72 +223,76 @@ class Checkpointer:
 
 
 # ---------------------------------------------------------------------------------------------
-# The loop's state <-> a checkpoint
+# A training session's live objects <-> a checkpoint (the loop's own state: training/state.py)
 
 
-def capture_state(train_module, optimizers: list, generator: torch.Generator, batches, device: torch.device, ctx,
-                  loop: dict[str, Any], best_state: Optional[dict[str, torch.Tensor]], order: Optional[torch.Tensor],
-                  window: list[torch.Tensor], epoch_sums) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Everything needed to continue bit for bit: (tensors, JSON state). Collective with several
-    processes (every process must call it; RNG states are gathered to all of them).
+@dataclass
+class Session:
+    """The live objects whose state a checkpoint holds besides the loop's own (LoopState).
 
-    `optimizers`: one, or several over disjoint parameters (a model that runs its own update)."""
+    Attributes:
+        module: what is trained: the model, DDP around it, or its sharded copy (FSDP).
+        optimizers: by name; one, or several over disjoint parameters (a model that owns its update).
+        generator: the shuffling generator (the same in every process).
+        batches: the training batches (their augmentation generator).
+        device: the training device.
+        ctx: this process's place among the processes.
+    """
+
+    module: torch.nn.Module
+    optimizers: dict[str, torch.optim.Optimizer]
+    generator: torch.Generator
+    batches: Any
+    device: torch.device
+    ctx: Any
+
+
+def capture_state(session: Session) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The model's weights, the optimizers' state and every random generator: (tensors, JSON).
+    Collective with several processes (every process must call it; RNG states are gathered to all)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
     from damoxing.training import distributed as dist
 
-    sharded = dist.is_sharded(train_module)
+    sharded = dist.is_sharded(session.module)
     # Keys are parameter names (no DDP "module." prefix); a sharded model is gathered whole.
-    model_state, optim_state = get_state_dict(train_module, optimizers, options=StateDictOptions(full_state_dict=sharded, cpu_offload=sharded))
+    model_state, optim_state = get_state_dict(session.module, list(session.optimizers.values()),
+                                              options=StateDictOptions(full_state_dict=sharded, cpu_offload=sharded))
     tensors = {f"model/{k}": v for k, v in model_state.items()}
     optim_tensors, optim_json = optimizer_to_flat(optim_state)
     tensors.update(optim_tensors)
-    if best_state is not None:
-        tensors.update({f"best/{k}": v for k, v in best_state.items()})
-    generators = {"torch_cpu": torch.get_rng_state(), **batches.state_dict()}
-    if device.type == "cuda":
-        generators["cuda"] = torch.cuda.get_rng_state(device)
+    generators = {"torch_cpu": torch.get_rng_state(), **session.batches.state_dict()}
+    if session.device.type == "cuda":
+        generators["cuda"] = torch.cuda.get_rng_state(session.device)
     for name, state in sorted(generators.items()):
-        for rank, part in enumerate(dist.gather_bytes(state, device)):
+        for rank, part in enumerate(dist.gather_bytes(state, session.device)):
             tensors[f"rng/{name}/{rank}"] = part
-    tensors["rng/shuffle"] = generator.get_state()  # the same in every process
-    if order is not None:
-        tensors["data/order"] = order
-    if window:
-        tensors["loop/window"] = torch.stack(window)  # (W, P)
-    tensors["loop/epoch_sums"] = torch.from_numpy(epoch_sums.copy())  # (P,) float64: this epoch's loss sums so far
-    return tensors, {"world": ctx.world, "loop": loop, "optimizer": optim_json}
+    tensors["rng/shuffle"] = session.generator.get_state()  # the same in every process
+    return tensors, {"world": session.ctx.world, "optimizer": optim_json}
 
 
-def restore_state(checkpoint: Checkpoint, train_module, optimizers: list, generator: torch.Generator, batches,
-                  device: torch.device, ctx):
-    """Load a checkpoint into the live model, optimizers and generators.
-
-    Returns (loop state dict, best weights or None, the epoch's order or None, unread window losses,
-    the epoch's loss sums so far)."""
+def restore_state(checkpoint: Checkpoint, session: Session) -> None:
+    """Load a checkpoint's weights, optimizer state and generators into the live session."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
     from damoxing.training import distributed as dist
 
-    sharded = dist.is_sharded(train_module)
+    optimizers = list(session.optimizers.values())
+    sharded = dist.is_sharded(session.module)
     groups = [group for optimizer in optimizers for group in optimizer.param_groups]
     optim_state = optimizer_from_flat(checkpoint.group("optimizer"), checkpoint.meta["optimizer"], groups)
     try:
-        set_state_dict(train_module, optimizers, model_state_dict=checkpoint.group("model"), optim_state_dict=optim_state,
+        set_state_dict(session.module, optimizers, model_state_dict=checkpoint.group("model"), optim_state_dict=optim_state,
                        options=StateDictOptions(full_state_dict=sharded))
     except (RuntimeError, KeyError, ValueError) as e:
         raise CheckpointError(
             f"The checkpoint '{checkpoint.path}' does not fit this model and optimizer ({str(e).strip().splitlines()[0]}). "
             "Resume with the run's own config, or start a new run."
         ) from None
-    tensors, rank = checkpoint.tensors, ctx.rank
+    tensors, rank, device = checkpoint.tensors, session.ctx.rank, session.device
     torch.set_rng_state(tensors[f"rng/torch_cpu/{rank}"])
     if device.type == "cuda" and f"rng/cuda/{rank}" in tensors:
         torch.cuda.set_rng_state(tensors[f"rng/cuda/{rank}"], device)
     if f"rng/augment/{rank}" in tensors:
-        batches.load_state_dict({"augment": tensors[f"rng/augment/{rank}"]})
-    generator.set_state(tensors["rng/shuffle"])
-    best = checkpoint.group("best") or None
-    order = tensors["data/order"].to(batches.order_device) if "data/order" in tensors else None
-    window = list(tensors["loop/window"].to(device).unbind()) if "loop/window" in tensors else []
-    return checkpoint.meta["loop"], best, order, window, tensors["loop/epoch_sums"].numpy().copy()
+        session.batches.load_state_dict({"augment": tensors[f"rng/augment/{rank}"]})
+    session.generator.set_state(tensors["rng/shuffle"])

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from damoxing.core.errors import ConfigError
+from damoxing.models.protocols import ShardsInUnits
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,12 @@ def current() -> DistributedContext:
     if dist.is_available() and dist.is_initialized():
         return DistributedContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
     return DistributedContext()
+
+
+def launched_rank() -> int:
+    """This process's rank as torchrun announced it (RANK), known before the process group is
+    joined; 0 without torchrun."""
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
 
 
 def init_distributed(device_name: str) -> DistributedContext:
@@ -135,10 +142,10 @@ def wrap_model(model: nn.Module, strategy: str, device: torch.device, ctx: Distr
     sharded = copy.deepcopy(model)
     mesh = init_device_mesh(device.type, (ctx.world,))
     # Shard block by block (the elements of every ModuleList, e.g. transformer layers; a model may
-    # name its own units with `fsdp_units()`), so only one block's full parameters exist at a time.
+    # name its own units: ShardsInUnits), so only one block's full parameters exist at a time.
     # The root takes the rest: parameters used outside their module's forward (tied embeddings)
     # must stay there.
-    units = sharded.fsdp_units() if hasattr(sharded, "fsdp_units") else [
+    units = sharded.fsdp_units() if isinstance(sharded, ShardsInUnits) else [
         block for module in sharded.modules() if isinstance(module, nn.ModuleList) for block in module]
     for unit in units:
         fully_shard(unit, mesh=mesh)

@@ -1,25 +1,34 @@
-"""The training loop: one function, read top to bottom.
+"""The training loop: one function, `fit`, read top to bottom.
 
 Data that fits lives on the training device and is shuffled and indexed there (no per-sample
-Python); data that does not streams through a DataLoader (data/batching.py). Either way the loop
-sees an iterator of (x, y) batches on the device. It does no host sync per step: batch losses are
-kept as device tensors and read once per `log_every` steps, which is also where a NaN/inf loss is
-caught and named by its exact step. With several processes (torchrun) the model is wrapped in DDP
-or FSDP (train/distributed.py) and each process takes its shard of the same permutation; with
-`checkpoints` the loop writes resumable checkpoints and can continue from one (train/checkpoint.py).
+Python); data that does not streams through a DataLoader (training/batches.py). Either way the
+loop sees an iterator of (x, y) micro-batches on the device. It does no host sync per step: the
+LossWindow (training/state.py) keeps batch losses as device tensors and reads them once per
+`log_every` steps, which is also where a NaN/inf loss is caught and named by its exact step. With
+several processes (torchrun) the model is wrapped in DDP or FSDP (training/distributed.py) and each
+process takes its shard of the same permutation. Everything the loop carries is one LoopState,
+which is also what a checkpoint holds (training/checkpoint.py writes it with the model, the
+optimizers and the random generators), so a run continues bit for bit from `checkpoints.resume`.
 
-One extension point, for a model that owns its update (a GAN's two players, each with its own
-optimizer): if the model defines
+The work of a micro-batch is chosen once, before the loop (training/step.py):
+
+    StandardStep    the task's loss (+ L1/L2), backward, accumulation over grad_accum_steps,
+                    gradient clipping, the optimizer step; torch.compile where it pays
+    OwnUpdateStep   a model that owns its update (models/protocols.py's OwnsUpdate)
+
+That is the one extension point, for a model with more than one optimizer (a GAN's two players):
+if the model defines
 
     configure_optimizers(config: TrainConfig, build_optimizer) -> dict[str, torch.optim.Optimizer]
     train_step(x, optimizers, autocast) -> dict[str, torch.Tensor]   # {"loss": ..., other parts}
 
-the loop builds the optimizers with the first, and for each batch calls the second instead of its
-own forward/backward/step. The loop still shuffles and batches, sets every optimizer's learning
-rate from the schedule before the step, counts steps, catches NaN/inf, and keeps the returned
-device scalars until the log interval (no host sync per step). "loss" becomes `train_loss` in the
-history and every other part `train_<name>` (e.g. train_d_loss, train_g_loss); validation is
-still the task's.
+the loop builds the optimizers with the first, and for each batch calls the second instead of
+its own forward/backward/step. The loop still shuffles and batches, sets every optimizer's
+learning rate from the schedule before the step, counts steps, catches NaN/inf, and keeps the
+returned device scalars until the log interval. "loss" becomes `train_loss` in the history and
+every other part `train_<name>` (e.g. train_d_loss, train_g_loss); validation is still the task's.
+A model may also group its parameters (GroupsParameters: a pretrained model's head lr and
+layer-wise decay); the schedule then scales every group alike.
 """
 
 from __future__ import annotations
@@ -29,17 +38,29 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-import numpy as np
 import torch
 
 from damoxing.config import TrainConfig
-from damoxing.core.console import note, warn
+from damoxing.core.console import note
 from damoxing.core.errors import ConfigError
+from damoxing.models.protocols import GroupsParameters, OwnsUpdate
 from damoxing.models.runtime import autocast_context
 from damoxing.training import distributed as dist
-from damoxing.training.batches import choose_path, fits_on_device, make_batches
-from damoxing.training.checkpoint import Checkpointer, capture_state, restore_state
-from damoxing.training.optim import SCHEDULES, PlateauScale, build_optimizer
+from damoxing.training.batches import (
+    TrainBatches,
+    choose_path,
+    fits_on_device,
+    make_batches,
+)
+from damoxing.training.checkpoint import (
+    Checkpointer,
+    Session,
+    capture_state,
+    restore_state,
+)
+from damoxing.training.optim import LearningRates, PlateauScale, build_optimizer
+from damoxing.training.state import Diverged, EarlyStopping, LoopState, LossWindow
+from damoxing.training.step import choose_step
 
 
 @dataclass
@@ -85,18 +106,6 @@ def monitor_direction(monitor: str, mode: str) -> str:
     return metric_direction(name)
 
 
-def penalty(model: torch.nn.Module, l1: float, l2: float) -> torch.Tensor:
-    """L1/L2 penalty on weight matrices (not biases or norm scales)."""
-    weights = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
-    total = torch.zeros((), device=weights[0].device)
-    for w in weights:
-        if l1:
-            total = total + l1 * w.abs().sum()
-        if l2:
-            total = total + l2 * w.pow(2).sum()
-    return total
-
-
 def fit(
     model: torch.nn.Module,
     train: Split,
@@ -113,6 +122,7 @@ def fit(
     The model ends with the best epoch's weights (by `config.monitor`) when `restore_best` is on.
     With `checkpoints`, writes resumable checkpoints and, if it holds one, continues from it.
     """
+    # -- the model and the data on the device; with several processes, DDP or FSDP around the model
     ctx = dist.current()
     torch.manual_seed(config.seed + ctx.rank)  # dropout differs per process; rank 0 matches a single process
     configure_cuda(config, device)
@@ -120,229 +130,179 @@ def fit(
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    data_path, why = choose_path(config, train.nbytes + (val.nbytes if val is not None else 0), device)
-    batches = make_batches(train.x, train.y, data_path, config, device, ctx.rank, ctx.world, channels_last)
-    if val is not None and len(val):  # on the device unless it alone would not fit (the tasks then move batches)
-        val = val.to(device) if data_path == "resident" or fits_on_device(val.nbytes, device) else val
+    batches, val = place_data(train, val, config, device, ctx, channels_last)
+    n_params = sum(p.numel() for p in model.parameters())
+    strategy = dist.choose_strategy(config.distributed, n_params, config.fsdp_min_params) if ctx.active else "single"
+    dist.require_supported(strategy, config.l1, config.l2)
+    module = dist.wrap_model(model, strategy, device, ctx)  # the model itself with one process
+    eval_module = module if strategy == "fsdp" else model  # FSDP's forward gathers shards: every process runs it
+
+    # -- optimizers, learning rates and the step function, chosen once; the state, fresh or resumed
+    monitor = config.monitor if val is not None else "train_loss"
+    direction = monitor_direction(monitor, config.monitor_mode)
+    state = LoopState(EarlyStopping.from_config(config.early_stopping, direction), PlateauScale(config.schedule, direction),
+                      LossWindow(config.grad_accum_steps, ctx.active))
+    shuffle = torch.Generator(device=batches.order_device).manual_seed(config.seed)  # the same permutation in every process
+    session = Session(module, build_optimizers(model, module, config, ctx), shuffle, batches, device, ctx)
+    micro_batches, accum = len(batches), config.grad_accum_steps
+    rates = LearningRates(session.optimizers.values(), config, math.ceil(micro_batches / accum), state.plateau)
+    autocast = autocast_context(config, device)
+    step = choose_step(model, module, task, session.optimizers, config, autocast, rates, device)
+    start_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}  # kept if epoch 1 diverges
+    result = FitResult(monitor=monitor, data_path=batches.path, strategy=strategy)
+    if checkpoints is not None and checkpoints.resume is not None:
+        restore_state(checkpoints.resume, session)
+        state.load_checkpoint(checkpoints.resume, device, batches.order_device)
+        rates.regroup()  # loading the optimizers' state replaced their param group dicts
+        result.resumed_from = {"epoch": state.epoch, "micro": state.micro, "step": state.step}
+    clock, bar = Stopwatch(state.elapsed), StepBar(progress, rates.total_steps, state.step, config.epochs)
+
+    try:
+        for epoch in range(state.epoch, config.epochs + 1):
+            # -- an epoch: micro-batches in this epoch's order, an optimizer step every `accum` of them
+            epoch_start = time.perf_counter()
+            module.train()
+            if state.order is None:  # a checkpoint taken mid-epoch brings its epoch's order back
+                state.order = torch.randperm(len(train), device=batches.order_device, generator=shuffle)
+            checkpoint_after_epoch, rows = False, 0
+            for micro, (xb, yb) in enumerate(batches.batches(state.order, state.micro), start=state.micro):
+                last_micro = micro == micro_batches - 1
+                sync = last_micro or (micro + 1) % accum == 0  # the last micro-batch of an optimizer step
+                state.losses.add(step(xb, yb, state.step, sync), xb.shape[0])
+                rows += xb.shape[0]
+                if not sync:
+                    continue
+                state.step += 1
+                state.samples_seen += rows * ctx.world
+                rows = 0
+                if state.step % config.log_every == 0 or last_micro:  # the interval's one host sync; NaN/inf raise
+                    bar.show(state.step, epoch, state.losses.read(state.step, epoch))
+                if checkpoints is not None and checkpoints.due_after_step(state.step):
+                    if last_micro:
+                        checkpoint_after_epoch = True  # written after this epoch's bookkeeping, below
+                    else:
+                        save_checkpoint(checkpoints, session, state, clock, epoch, micro + 1)
+
+            # -- the epoch's end: validate, record, keep the best epoch, stop early, checkpoint
+            state.order, state.micro = None, 0
+            record = {"epoch": epoch, **state.losses.epoch_means(), "lr": rates.current}
+            if val is not None:
+                record.update(validate(eval_module, val, task, config, autocast, device))
+            record["seconds"] = time.perf_counter() - epoch_start
+            state.history.append(record)
+            score = monitored(record, monitor)
+            if config.schedule.name == "reduce_on_plateau":  # other schedules never cut the lr on a plateau
+                state.plateau.update(score)
+            if state.early.improved(score, epoch) and config.restore_best:
+                state.best_weights = dist.full_state_dict(module)
+            bar.show(state.step, epoch, record["train_loss"], f"{monitor} {score:.4f}")
+            if on_epoch_end is not None:
+                on_epoch_end(record)
+            if state.early.should_stop:
+                result.stopped = "early_stopping"
+                result.message = f"stopped early at epoch {epoch}: {monitor} did not improve for {state.early.patience} epochs"
+                break
+            if checkpoints is not None and epoch < config.epochs and (checkpoints.due_after_epoch(epoch) or checkpoint_after_epoch):
+                save_checkpoint(checkpoints, session, state, clock, epoch + 1, 0)
+    except Diverged as diverged:
+        result.stopped, result.message = "diverged", divergence_message(diverged)
+    except KeyboardInterrupt:
+        result.stopped = "interrupted"
+        result.message = f"interrupted by the user after {len(state.history)} complete epochs"
+    finally:
+        batches.close()
+
+    # -- the weights to end with, and what happened
+    keep_final_weights(model, module, state.best_weights, start_weights if result.stopped == "diverged" else None)
+    result.history, result.steps, result.samples_seen = state.history, state.step, state.samples_seen
+    result.best_score, result.best_epoch = state.early.best_score, state.early.best_epoch
+    result.train_seconds = clock.seconds()
+    return result
+
+
+def place_data(train: Split, val: Optional[Split], config: TrainConfig, device: torch.device, ctx,
+               channels_last: bool) -> tuple[TrainBatches, Optional[Split]]:
+    """The training batches, resident on the device or streamed (chosen by size), and the
+    validation split: on the device unless it alone would not fit (the tasks then move batches)."""
+    path, why = choose_path(config, train.nbytes + (val.nbytes if val is not None else 0), device)
+    batches = make_batches(train.x, train.y, path, config, device, ctx.rank, ctx.world, channels_last)
+    if val is not None and len(val):
+        val = val.to(device) if path == "resident" or fits_on_device(val.nbytes, device) else val
     else:
         val = None
-    where = f"on {device}" if data_path == "resident" else f"through a DataLoader, {batches.workers} worker process(es)"
-    note(f"data: {len(train):,} training rows {data_path} {where} ({why})")
-    generator = torch.Generator(device=batches.order_device).manual_seed(config.seed)  # the same permutation in every process
-    strategy = dist.choose_strategy(config.distributed, sum(p.numel() for p in model.parameters()), config.fsdp_min_params) if ctx.active else "single"
-    dist.require_supported(strategy, config.l1, config.l2)
-    train_module = dist.wrap_model(model, strategy, device, ctx)  # model itself with one process
-    eval_module = train_module if strategy == "fsdp" else model  # FSDP's forward gathers shards: every process runs it
-    owns_update = hasattr(model, "train_step")  # the extension point in the module docstring
-    if owns_update:
+    where = f"on {device}" if path == "resident" else f"through a DataLoader, {batches.workers} worker process(es)"
+    note(f"data: {len(train):,} training rows {path} {where} ({why})")
+    return batches, val
+
+
+def build_optimizers(model: torch.nn.Module, module: torch.nn.Module, config: TrainConfig, ctx) -> dict[str, torch.optim.Optimizer]:
+    """The optimizers of a model that owns its update (OwnsUpdate), else one over the trained
+    module's parameters: in the model's own groups when it declares them (GroupsParameters)."""
+    if isinstance(model, OwnsUpdate):
         if config.grad_accum_steps > 1:
             raise ConfigError(f"train.grad_accum_steps must be 1 for model '{type(model).__name__}', which runs its own update steps.")
         if ctx.active:
             raise ConfigError(f"Model '{type(model).__name__}' runs its own update steps, which train in one process only; drop --nproc.")
-        optimizers = model.configure_optimizers(config, build_optimizer)
-    else:
-        # a model may group its parameters (pretrained: a head lr, layer-wise lr decay); the schedule scales every group alike
-        core = dist.unwrap(train_module)  # the model itself, or its sharded copy under FSDP
-        params = core.param_groups(config.optimizer) if hasattr(core, "param_groups") else train_module.parameters()
-        optimizer = build_optimizer(params, config.optimizer)
-        optimizers = {"model": optimizer}
-    param_groups = [group for opt in optimizers.values() for group in opt.param_groups]
-    base_lrs = [group["lr"] for group in param_groups]
-    autocast = autocast_context(config, device)
-    step_model = maybe_compile(train_module, config, device)
+        return model.configure_optimizers(config, build_optimizer)
+    core = dist.unwrap(module)  # the model itself, or its sharded copy under FSDP
+    params = core.param_groups(config.optimizer) if isinstance(core, GroupsParameters) else module.parameters()
+    return {"model": build_optimizer(params, config.optimizer)}
 
-    n, accum = len(train), config.grad_accum_steps
-    micro_batches = len(batches)
-    steps_per_epoch = math.ceil(micro_batches / accum)
-    total_steps = steps_per_epoch * config.epochs
-    warmup_steps = round(config.schedule.warmup_epochs * steps_per_epoch)
-    schedule = SCHEDULES.get(config.schedule.name)
 
-    monitor = config.monitor if val is not None else "train_loss"
-    direction = monitor_direction(monitor, config.monitor_mode)
-    plateau = PlateauScale(config.schedule, direction)
+def monitored(record: dict, monitor: str) -> float:
+    """The epoch's value of train.monitor; a ConfigError naming the valid monitors if it has none."""
+    score = record.get(monitor)
+    if score is None:
+        valid = sorted(k for k in record if k.startswith("val_"))
+        raise ConfigError(f"train.monitor '{monitor}' is not computed for this task. Valid monitors: {', '.join(valid) or 'train_loss'}.")
+    return score
 
-    def set_learning_rates(step: int) -> None:
-        factor = schedule(step, total_steps, warmup_steps, config.schedule, steps_per_epoch) * plateau.scale
-        for group, base_lr in zip(param_groups, base_lrs):
-            group["lr"] = max(base_lr * factor, config.schedule.min_lr if factor < 1 else 0.0)
 
-    early = config.early_stopping
-    result = FitResult(monitor=monitor, data_path=data_path, strategy=strategy)
-    best_state = None
-    start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}  # the fallback if epoch 1 diverges
-    epochs_without_improvement = 0
-    step = 0
-    start_epoch, start_micro, order = 1, 0, None
-    part_names = ["loss"]  # what each window entry holds; a train_step model may report more parts
-    window: list[torch.Tensor] = []  # device loss scalars (train_step: (P,) loss first, then parts); read once per log interval
-    window_sizes: list[int] = []
-    epoch_sums, epoch_count = np.zeros(len(part_names)), 0  # size-weighted loss sums (float64) and rows, this epoch
-    elapsed_before = 0.0
-    if checkpoints is not None and checkpoints.resume is not None:
-        loop, best_state, order, window, epoch_sums = restore_state(
-            checkpoints.resume, train_module, list(optimizers.values()), generator, batches, device, ctx)
-        start_epoch, start_micro, step = loop["epoch"], loop["micro"], loop["step"]
-        result.history, result.best_score, result.best_epoch = loop["history"], loop["best_score"], loop["best_epoch"]
-        result.samples_seen, elapsed_before = loop["samples_seen"], loop["elapsed"]
-        epochs_without_improvement, epoch_count = loop["epochs_without_improvement"], loop["epoch_count"]
-        window_sizes, part_names = loop["window_sizes"], loop["part_names"]
-        plateau.load_state_dict(loop["plateau"])
-        param_groups = [group for opt in optimizers.values() for group in opt.param_groups]  # loading replaced the dicts
-        result.resumed_from = {"epoch": start_epoch, "micro": start_micro, "step": step}
-    compile_pending = step_model is not train_module
+def save_checkpoint(checkpoints: Checkpointer, session: Session, state: LoopState, clock: "Stopwatch", epoch: int, micro: int) -> None:
+    """A checkpoint to continue from `micro` micro-batches into `epoch` (micro 0: the epoch's start)."""
+    state.epoch, state.micro, state.elapsed = epoch, micro, clock.seconds()
+    tensors, meta = capture_state(session)
+    loop_tensors, loop = state.to_checkpoint()
+    checkpoints.save({**tensors, **loop_tensors}, {**meta, "loop": loop})
 
-    def forward_backward(module, xb, yb):
-        """One micro-batch: its loss (a device scalar), gradients accumulated."""
-        with autocast():
-            loss, _ = task.loss(module, xb, yb)
-            if config.l1 or config.l2:
-                loss = loss + penalty(train_module, config.l1, config.l2)
-        (loss / accum if accum > 1 else loss).backward()
-        return loss
 
-    def save_checkpoint(epoch: int, micro: int) -> None:
-        """A checkpoint after `micro` batches of `epoch` (micro 0: the epoch is complete)."""
-        loop = {"epoch": epoch, "micro": micro, "step": step, "history": result.history, "best_score": result.best_score,
-                "best_epoch": result.best_epoch, "samples_seen": result.samples_seen,
-                "elapsed": elapsed_before + time.perf_counter() - started, "epochs_without_improvement": epochs_without_improvement,
-                "epoch_count": epoch_count, "window_sizes": window_sizes, "part_names": part_names,
-                "plateau": plateau.state_dict()}
-        tensors, meta = capture_state(train_module, list(optimizers.values()), generator, batches, device, ctx, loop, best_state,
-                                      order if micro else None, window, epoch_sums)
-        checkpoints.save(tensors, meta)
+def keep_final_weights(model: torch.nn.Module, module: torch.nn.Module, best: Optional[dict], fallback: Optional[dict]) -> None:
+    """End with the best epoch's weights (restore_best), else `fallback` (the start, after a
+    divergence: never NaN weights), else the trained ones, gathered whole from a sharded copy."""
+    weights = best if best is not None else fallback
+    if weights is None and module is not model and dist.is_sharded(module):
+        weights = dist.full_state_dict(module)
+    if weights is not None:
+        model.load_state_dict(weights)
 
-    started = time.perf_counter()
-    bar = progress.add_task("training", total=total_steps, completed=step) if progress is not None else None
 
-    try:
-        for epoch in range(start_epoch, config.epochs + 1):
-            epoch_start = time.perf_counter()
-            train_module.train()
-            if order is None:  # a checkpoint taken mid-epoch brings its epoch's order back
-                order = torch.randperm(n, device=batches.order_device, generator=generator)
-            checkpoint_pending = False
-            for micro, (xb, yb) in enumerate(batches.batches(order, start_micro), start=start_micro):
-                last_micro = micro == micro_batches - 1
-                if owns_update:  # the model runs its own forward/backward/step on its own optimizers
-                    set_learning_rates(step)
-                    parts = model.train_step(xb, optimizers, autocast)
-                    if step == 0:
-                        part_names = ["loss"] + [k for k in parts if k != "loss"]
-                        epoch_sums = np.zeros(len(part_names))
-                    window.append(torch.stack([parts[k].detach().float() for k in part_names]))
-                    window_sizes.append(xb.shape[0])
-                else:
-                    sync = last_micro or (micro + 1) % accum == 0  # the last micro-batch of an optimizer step
-                    with dist.no_sync(train_module, sync):
-                        if compile_pending:  # compile errors surface at the first call: fall back to eager
-                            loss, step_model = first_step(forward_backward, step_model, train_module, optimizer, xb, yb)
-                            compile_pending = False
-                        else:
-                            loss = forward_backward(step_model, xb, yb)
-                    window.append(loss.detach())  # a scalar; the flush makes it a (1,) row
-                    window_sizes.append(xb.shape[0])
-                    if not sync:
-                        continue
-                    set_learning_rates(step)
-                    if config.clip_grad_norm:
-                        torch.nn.utils.clip_grad_norm_(train_module.parameters(), config.clip_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                step += 1
-                result.samples_seen += (sum(window_sizes[-accum:]) if accum > 1 else xb.shape[0]) * ctx.world
-                if step % config.log_every == 0 or last_micro:
-                    losses = torch.stack(window).reshape(len(window), -1).float()  # (W, P)
-                    if ctx.active:  # each micro-batch's mean over every process's rows: the same numbers everywhere
-                        sizes = torch.tensor(window_sizes, dtype=losses.dtype, device=losses.device)[:, None]
-                        packed = dist.all_reduce_sum(torch.cat([losses * sizes, sizes], dim=1))
-                        losses = packed[:, :-1] / packed[:, -1:]
-                    # the one host sync of this interval; numpy from here: a few small arrays, no per-op dispatch
-                    losses = losses.cpu().double().numpy()
-                    bad = ~np.isfinite(losses).all(axis=1)
-                    if bad.any():
-                        first = int(bad.nonzero()[0][0])
-                        bad_step = step - math.ceil(len(window) / accum) + first // accum + 1
-                        value = losses[first][~np.isfinite(losses[first])][0]
-                        raise _Diverged(epoch, bad_step, float(value))
-                    sizes = np.asarray(window_sizes, dtype=np.float64)
-                    epoch_sums += (losses * sizes[:, None]).sum(0)
-                    epoch_count += int(sizes.sum())
-                    window.clear()
-                    window_sizes.clear()
-                    if bar is not None:
-                        progress.update(bar, completed=step, description=f"epoch {epoch}/{config.epochs} loss {float(epoch_sums[0]) / epoch_count:.4f}")
-                if checkpoints is not None and checkpoints.due_after_step(step):
-                    if last_micro:
-                        checkpoint_pending = True  # written after this epoch's bookkeeping, below
-                    else:
-                        save_checkpoint(epoch, micro + 1)
-
-            order, start_micro = None, 0
-            means = (epoch_sums / max(1, epoch_count)).tolist()
-            record = {"epoch": epoch, "train_loss": means[0], **{f"train_{k}": v for k, v in zip(part_names[1:], means[1:])},
-                      "lr": param_groups[0]["lr"]}
-            epoch_sums, epoch_count = np.zeros(len(part_names)), 0
-            if val is not None:
-                record.update(validate(eval_module, val, task, config, autocast, device))
-            record["seconds"] = time.perf_counter() - epoch_start
-            result.history.append(record)
-
-            score = record.get(monitor)
-            if score is None:
-                valid = sorted(k for k in record if k.startswith("val_"))
-                raise ConfigError(f"train.monitor '{monitor}' is not computed for this task. Valid monitors: {', '.join(valid) or 'train_loss'}.")
-            if config.schedule.name == "reduce_on_plateau":  # other schedules never cut the lr on a plateau
-                plateau.update(score)
-            min_delta = early.min_delta if early else 0.0
-            improved = result.best_score is None or (
-                score < result.best_score - min_delta if direction == "min" else score > result.best_score + min_delta
-            )
-            if improved:
-                result.best_score, result.best_epoch = score, epoch
-                epochs_without_improvement = 0
-                if config.restore_best:
-                    best_state = dist.full_state_dict(train_module)
-            else:
-                epochs_without_improvement += 1
-            if bar is not None:
-                progress.update(bar, completed=step, description=f"epoch {epoch}/{config.epochs} loss {record['train_loss']:.4f} {monitor} {score:.4f}")
-            if on_epoch_end is not None:
-                on_epoch_end(record)
-            if early and epochs_without_improvement >= early.patience:
-                result.stopped = "early_stopping"
-                result.message = f"stopped early at epoch {epoch}: {monitor} did not improve for {early.patience} epochs"
-                break
-            if checkpoints is not None and epoch < config.epochs and (checkpoints.due_after_epoch(epoch) or checkpoint_pending):
-                save_checkpoint(epoch + 1, 0)
-    except _Diverged as d:
-        result.stopped = "diverged"
-        result.message = (
-            f"The training loss became {d.value} at step {d.step} (epoch {d.epoch}). "
+def divergence_message(diverged: Diverged) -> str:
+    return (f"The training loss became {diverged.value} at step {diverged.step} (epoch {diverged.epoch}). "
             "Try a lower train.optimizer.lr, gradient clipping (train.clip_grad_norm: 1.0), "
-            "or check the data for extreme values."
-        )
-    except KeyboardInterrupt:
-        result.stopped = "interrupted"
-        result.message = f"interrupted by the user after {len(result.history)} complete epochs"
-    finally:
-        batches.close()
-
-    if result.stopped == "diverged" and best_state is None:
-        best_state = start_state  # never leave NaN weights behind
-    if best_state is None and train_module is not model and dist.is_sharded(train_module):
-        best_state = dist.full_state_dict(train_module)  # the sharded copy's final weights, whole
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    result.steps = step
-    result.train_seconds = elapsed_before + time.perf_counter() - started
-    return result
+            "or check the data for extreme values.")
 
 
-class _Diverged(Exception):
-    def __init__(self, epoch: int, step: int, value: float):
-        self.epoch, self.step, self.value = epoch, step, value
+class Stopwatch:
+    """Training seconds: those before this session (a resumed run's) plus this session's so far."""
 
+    def __init__(self, before: float = 0.0):
+        self.before, self.started = before, time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self.started
+
+
+class StepBar:
+    """The progress bar's one line: steps done, the epoch, its running loss (nothing when quiet)."""
+
+    def __init__(self, progress, total_steps: int, completed: int, epochs: int):
+        self.progress, self.epochs = progress, epochs
+        self.task = progress.add_task("training", total=total_steps, completed=completed) if progress is not None else None
+
+    def show(self, step: int, epoch: int, loss: float, extra: str = "") -> None:
+        if self.task is not None:
+            text = f"epoch {epoch}/{self.epochs} loss {loss:.4f}" + (f" {extra}" if extra else "")
+            self.progress.update(self.task, completed=step, description=text)
 
 def validate(model, val: Split, task, config: TrainConfig, autocast, device: torch.device) -> dict[str, float]:
     """val_loss and the task's cheap metrics on the whole validation split (one host sync).
@@ -373,32 +333,3 @@ def use_channels_last(model: torch.nn.Module, x: torch.Tensor, config: TrainConf
         return False
     has_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     return has_conv and (config.channels_last == "on" or device.type == "cuda")
-
-
-def maybe_compile(model: torch.nn.Module, config: TrainConfig, device: torch.device):
-    """torch.compile where it pays (CUDA by default). Compilation is lazy: its errors surface at the
-    first call, where `first_step` catches them and falls back to eager."""
-    if config.compile == "off" or (config.compile == "auto" and device.type != "cuda"):
-        return model
-    try:
-        return torch.compile(model)
-    except Exception as error:  # noqa: BLE001 - e.g. an unsupported Python: run eager
-        warn(f"torch.compile is unavailable ({_first_line(error)}); training without it.")
-        return model
-
-
-def first_step(forward_backward, step_model, eager_model, optimizer, xb, yb):
-    """The first micro-batch through the compiled model; if compiling fails (a missing C++ compiler,
-    an unsupported op), warn and redo it eagerly. Returns (loss, the model to use from now on)."""
-    try:
-        return forward_backward(step_model, xb, yb), step_model
-    except Exception as error:  # noqa: BLE001 - any compiler failure means: run eager
-        warn(f"torch.compile failed at the first step ({_first_line(error)}); training continues without it. "
-             "Set train.compile: off to skip the attempt.")
-        optimizer.zero_grad(set_to_none=True)
-        return forward_backward(eager_model, xb, yb), eager_model
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__

@@ -1,8 +1,8 @@
 """Optimizers and learning-rate schedules, one registry each.
 
-Schedules are pure functions `(step, total_steps, warmup_steps, config) -> lr multiplier`; the loop
-sets `lr = base_lr * multiplier * plateau_scale` before every optimizer step, which keeps the
-whole schedule visible in one place instead of stacking torch schedulers.
+Schedules are pure functions `(step, total_steps, warmup_steps, config) -> lr multiplier`;
+`LearningRates` sets `lr = base_lr * multiplier * plateau_scale` before every optimizer step, which
+keeps the whole schedule visible in one place instead of stacking torch schedulers.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from damoxing.config import OptimizerConfig, ScheduleConfig
+from damoxing.config import OptimizerConfig, ScheduleConfig, TrainConfig
 from damoxing.core.registry import Registry
 
 OPTIMIZERS: Registry = Registry("optimizer")
@@ -114,3 +114,33 @@ class PlateauScale:
 
     def load_state_dict(self, state: dict) -> None:
         self.scale, self.best, self.bad_epochs = state["scale"], state["best"], state["bad_epochs"]
+
+
+class LearningRates:
+    """Sets every optimizer param group's lr before an optimizer step: its base lr times the
+    schedule's multiplier at that step times the plateau scale, floored at schedule.min_lr once
+    the multiplier is below 1. Base lrs are read once, from the optimizers as built (param groups
+    may differ: a pretrained model's head lr, layer-wise decay)."""
+
+    def __init__(self, optimizers, config: TrainConfig, steps_per_epoch: int, plateau: PlateauScale):
+        self.optimizers, self.config, self.plateau = list(optimizers), config.schedule, plateau
+        self.schedule = SCHEDULES.get(config.schedule.name)
+        self.steps_per_epoch, self.total_steps = steps_per_epoch, steps_per_epoch * config.epochs
+        self.warmup_steps = round(config.schedule.warmup_epochs * steps_per_epoch)
+        self.groups = [group for optimizer in self.optimizers for group in optimizer.param_groups]
+        self.base_lrs = [group["lr"] for group in self.groups]
+
+    def regroup(self) -> None:
+        """Follow the optimizers' param groups again: loading an optimizer's state replaces their dicts."""
+        self.groups = [group for optimizer in self.optimizers for group in optimizer.param_groups]
+
+    def set(self, step: int) -> None:
+        factor = self.schedule(step, self.total_steps, self.warmup_steps, self.config, self.steps_per_epoch) * self.plateau.scale
+        floor = self.config.min_lr if factor < 1 else 0.0
+        for group, base_lr in zip(self.groups, self.base_lrs):
+            group["lr"] = max(base_lr * factor, floor)
+
+    @property
+    def current(self) -> float:
+        """The first param group's lr (the one the history records)."""
+        return self.groups[0]["lr"]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from damoxing.core.console import is_quiet, note, set_quiet, warn
+from damoxing.core.console import is_quiet, note, warn
 from damoxing.core.errors import UserError, choices_text, did_you_mean
 from damoxing.runs.comparison import Comparison
 
@@ -219,12 +219,11 @@ def _train_rungs(chosen: list[Rung], base: dict, seeds: int, root: Path, quiet: 
 
     runs: dict[str, list[Path]] = {}
     failed: list[dict] = []
-    was_quiet = is_quiet()
+    was_quiet = is_quiet()  # train() keeps its own quiet setting to itself; the ladder's notes follow this one
     total = len(chosen) * seeds
     for i, (rung, k) in enumerate(((r, k) for r in chosen for k in range(seeds)), start=1):
         seed = base["train"]["seed"] + k
         path = root / (rung.name if seeds == 1 else f"{rung.name}-s{seed}")
-        set_quiet(was_quiet)
         note(f"ladder: rung {i}/{total}: {rung.name} (seed {seed}) -> {path}")
         began = time.perf_counter()
         try:
@@ -235,11 +234,9 @@ def _train_rungs(chosen: list[Rung], base: dict, seeds: int, root: Path, quiet: 
             message = str(e).strip().splitlines()[0] if str(e).strip() else ""
             failed.append({"rung": rung.name, "seed": seed, "error": f"{type(e).__name__}: {message}"[:500],
                            "seconds": time.perf_counter() - began})
-            set_quiet(was_quiet)
             warn(f"ladder: rung {rung.name} (seed {seed}) failed: {type(e).__name__}: {message}")
             continue
         runs.setdefault(rung.name, []).append(run.path)
-    set_quiet(was_quiet)
     return runs, failed
 
 

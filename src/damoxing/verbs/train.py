@@ -14,8 +14,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from damoxing.core.console import note, progress_bar, set_quiet, warn
+from damoxing.core import console
+from damoxing.core.console import note, progress_bar, warn
 from damoxing.core.errors import RunFolderError, TrainingDiverged
+from damoxing.models.protocols import FittedReference, ReportsRunInfo, ResolvesConfig
 from damoxing.runs.folder import is_run
 from damoxing.spec import load_config
 
@@ -56,6 +58,14 @@ def train(config: str | Path | dict | None = None, *, out: str | Path | None = N
         Run with `.path`, `.metrics`, `.config`, `.history`, `.manifest`. Under torchrun every
         process returns, but only rank 0 evaluates and writes; the others' Run has no metrics.
     """
+    from damoxing.training.distributed import launched_rank
+
+    with console.quiet(quiet or launched_rank() != 0):  # one process speaks; the setting ends with the call
+        return _train(config, out, overrides, resume, kwargs)
+
+
+def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dict[str, Any]) -> Run:
+    """`train`'s work, inside its quiet setting."""
     import torch
 
     from damoxing.config import dump_config
@@ -98,7 +108,6 @@ def train(config: str | Path | dict | None = None, *, out: str | Path | None = N
     if task_known is not None:  # a typo in train.monitor must not cost a data load or an epoch
         check_monitor(cfg.train.monitor, task_known, cfg.model.type)
     ctx = dist.init_distributed(cfg.train.device)
-    set_quiet(quiet or not ctx.is_main)  # one process speaks
     device = dist.process_device(pick_device(cfg.train.device), ctx)
     if resume is None:
         path = new_run_path(out, cfg.name)  # refuse an --out that holds a run before any work
@@ -106,13 +115,13 @@ def train(config: str | Path | dict | None = None, *, out: str | Path | None = N
         cfg = cfg.model_copy(update={"model": inherit_options(cfg.model, source_run(cfg.model.init_from, base_dir))})
 
     family = MODELS.get(cfg.model.type)
-    if getattr(family, "fitted_by", None) == "scikit-learn":  # a traditional reference: fitted, saved as ONNX
+    if isinstance(family, FittedReference):  # a traditional reference (scikit-learn): fitted, saved as ONNX
         from damoxing.verbs.reference import fit_reference
 
         path, metrics, cfg, history, manifest = fit_reference(cfg, path, base_dir, started, evaluate_run)
         note(headline(metrics, cfg.task, path))
         return Run(path=path, metrics=metrics, config=cfg, history=history, manifest=manifest)
-    if hasattr(family, "resolve_config"):  # e.g. pretrained: find the checkpoint, record its hash and position limit
+    if isinstance(family, ResolvesConfig):  # e.g. pretrained: find the checkpoint, record its hash and position limit
         cfg = family.resolve_config(cfg, base_dir)
 
     data = prepare_data(cfg, data_needs(cfg.model), base_dir)
@@ -215,7 +224,7 @@ def train(config: str | Path | dict | None = None, *, out: str | Path | None = N
                                        "eval_seconds": eval_seconds, "total_seconds": time.perf_counter() - started})
     if init_report is not None:
         manifest["model"]["init_from"] = init_report
-    if hasattr(model, "run_info"):  # e.g. pretrained: the base checkpoint and its hash, what was saved
+    if isinstance(model, ReportsRunInfo):  # e.g. pretrained: the base checkpoint and its hash, what was saved
         manifest["model"].update(model.run_info())
     if cost is not None:
         manifest["cost"] = cost
