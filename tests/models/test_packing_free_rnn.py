@@ -11,7 +11,7 @@ import torch
 
 from damoxing.data.schema import DataSchema
 from damoxing.models import create_model
-from damoxing.models.export_view import Exportable
+from damoxing.models.protocols import Exportable
 from damoxing.models.rnn import PackingFreeRNN, RNNConfig, reverse_valid_prefix
 
 TEXT = DataSchema(kind="text", task="classification", input_shape=(10,), n_outputs=3, vocab_size=20, pad_id=0)

@@ -13,20 +13,20 @@ from damoxing.models import protocols as P
 from tests.models.test_contract import build, tiny_case
 
 ON_MODELS = [P.OwnsUpdate, P.GroupsParameters, P.ReportsRunInfo, P.Generative, P.Interpolates, P.LanguageModel,
-             P.SentenceEncoder, P.ShardsInUnits]
+             P.SentenceEncoder, P.ShardsInUnits, P.Exportable]
 ON_FAMILIES = [P.ResolvesConfig, P.DoesOneTask, P.FittedReference]
 
 EXPECTED = {  # family -> the capabilities its models and its class declare
-    "linear": set(),
-    "mlp": set(),
-    "cnn": set(),
-    "rnn": set(),  # has an `embed` layer (nn.Embedding), but no sentence encoder
-    "transformer": set(),
-    "gpt": {"LanguageModel"},
-    "vae": {"Generative", "Interpolates", "DoesOneTask"},
-    "gan": {"OwnsUpdate", "Generative", "DoesOneTask"},
-    "pretrained": {"GroupsParameters", "ReportsRunInfo", "LanguageModel", "SentenceEncoder", "ResolvesConfig"},
-    "sklearn": {"FittedReference"},  # not a torch module: nothing to build here
+    "linear": {"Exportable"},
+    "mlp": {"Exportable"},
+    "cnn": {"Exportable"},
+    "rnn": {"Exportable"},  # has an `embed` layer (nn.Embedding), but no sentence encoder
+    "transformer": {"Exportable"},
+    "gpt": {"LanguageModel", "Exportable"},
+    "vae": {"Generative", "Interpolates", "DoesOneTask", "Exportable"},
+    "gan": {"OwnsUpdate", "Generative", "DoesOneTask", "Exportable"},
+    "pretrained": {"GroupsParameters", "ReportsRunInfo", "LanguageModel", "SentenceEncoder", "ResolvesConfig", "Exportable"},
+    "sklearn": {"FittedReference"},  # not a torch module: nothing to build here (export copies its ONNX graph)
 }
 
 

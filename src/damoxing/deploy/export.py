@@ -47,7 +47,8 @@ from damoxing.deploy.exporters import (
     to_program,
 )
 from damoxing.deploy.parity import TOLERANCE, Parity, check_parity, parity_inputs
-from damoxing.models.export_view import Exportable, ExportView
+from damoxing.models.export_view import ExportView
+from damoxing.models.protocols import Exportable
 
 FORMATS = {"onnx": ".onnx", "torch": ".pt2"}
 OUTPUT_KINDS = {"classification": "logits", "regression": "values", "language_modeling": "logits", "generation": "samples"}

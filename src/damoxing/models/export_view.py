@@ -1,4 +1,4 @@
-"""What a model family exports: the capability `Exportable` and the `ExportView` it returns.
+"""What a model family exports: the `ExportView` its `export_view()` returns (models/protocols.py: Exportable).
 
 `damoxing export` (deploy/export.py) turns a run's model into an ONNX graph or a torch.export
 program. What goes into the graph is the family's call, not the exporter's: each family's
@@ -6,7 +6,7 @@ program. What goes into the graph is the family's call, not the exporter's: each
 a `vae`, the generator of a `gan`; a copy with LoRA adapters merged for `pretrained`), what it
 reads (the data's preprocessed rows, or latent vectors z ~ N(0, I)), and which input axes may vary
 (always the batch; the sequence axis of token and step inputs, up to the longest the model reads).
-The exporter asks `isinstance(model, Exportable)` and never names a family.
+The exporter asks `isinstance(model, protocols.Exportable)` and never names a family.
 
 The view's module shares the model's weights (or holds a merged copy); it is traced in eval mode,
 so dropout is off and batch norm uses its running statistics.
@@ -15,7 +15,7 @@ so dropout is off and batch norm uses its running statistics.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
     from torch import nn
@@ -68,10 +68,3 @@ def rows_and_steps(module: "nn.Module", what: str, varies: bool = True, most: Op
     """The view of a model over (B, T[, F]) token or step inputs: batch and, if `varies`, T up to `most` vary."""
     axes = {0: BATCH, 1: Axis("seq", most)} if varies else {0: BATCH}
     return ExportView(module, what, axes=axes)
-
-
-@runtime_checkable
-class Exportable(Protocol):
-    def export_view(self) -> ExportView:
-        """The module to export, what it reads and which of its input axes may vary (see ExportView)."""
-        ...

@@ -26,6 +26,9 @@ On a model instance:
                                                                                  inference/embeddings.py
     ShardsInUnits     fsdp_units(): the submodules FSDP shards one by one (default: the elements of
                       every nn.ModuleList)                                       training/distributed.py
+    Exportable        export_view(): what to export and how to feed it (models/export_view.py): the
+                      model itself, rnn's packing-free twin, vae's decoder, gan's generator,
+                      pretrained with LoRA merged (every torch family)           deploy/export.py
 
 On a family class:
     ResolvesConfig    resolve_config(config, base_dir): completes the whole config before the data is
@@ -55,6 +58,7 @@ if TYPE_CHECKING:  # annotations only: importing this module stays cheap (the CL
     from torch import nn
 
     from damoxing.config import OptimizerConfig, TrainConfig
+    from damoxing.models.export_view import ExportView
 
 
 @runtime_checkable
@@ -140,6 +144,13 @@ class SentenceEncoder(Protocol):
 class ShardsInUnits(Protocol):
     def fsdp_units(self) -> list[nn.Module]:
         """The submodules FSDP shards one at a time, so only one unit's full parameters exist at once."""
+        ...
+
+
+@runtime_checkable
+class Exportable(Protocol):
+    def export_view(self) -> ExportView:
+        """The module to export, what it reads (the data's rows or latent vectors) and which input axes vary."""
         ...
 
 
