@@ -387,7 +387,7 @@ def export(
     from damoxing.verbs.export import export as export_run
 
     report = export_run(run, format=format, out=out, opset=opset)
-    typer.echo(f"exported {report.what} ({report.format}, {report.bytes / 1e6:.2f} MB) in {report.export_seconds:.1f} s", err=True)
+    typer.echo(f"exported {report.what} to {report.format}: {report.bytes / 1e6:.2f} MB in {report.export_seconds:.1f} s", err=True)
     typer.echo(f"{report.parity.summary()}", err=True)
     if report.format == "torch":
         typer.echo("warning: " + PT2_WARNING.format(file=report.file), err=True)
