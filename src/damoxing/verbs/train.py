@@ -128,6 +128,7 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
     if task_known is None:  # the task was inferred from the data: check before the model is built
         check_monitor(cfg.train.monitor, data.task, cfg.model.type)
     cfg = cfg.model_copy(update={"task": data.task, "model": resolve_size(cfg.model)})
+    cfg, chosen_defaults = choose_defaults(cfg, data)
     task = TASKS.get(data.task)(cfg.train)
     load_seconds = time.perf_counter() - started
 
@@ -224,6 +225,8 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
                                        "eval_seconds": eval_seconds, "total_seconds": time.perf_counter() - started})
     if init_report is not None:
         manifest["model"]["init_from"] = init_report
+    if chosen_defaults:
+        manifest["training"]["chosen_defaults"] = chosen_defaults
     if isinstance(model, ReportsRunInfo):  # e.g. pretrained: the base checkpoint and its hash, what was saved
         manifest["model"].update(model.run_info())
     if cost is not None:
@@ -239,6 +242,17 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
     if result.stopped == "diverged":
         raise TrainingDiverged(f"{result.message} The best weights so far were saved in {path}.")
     return Run(path=path, metrics=metrics, config=cfg, history=result.history, manifest=manifest)
+
+
+def choose_defaults(cfg, data):
+    """The config with a table model's unset train settings chosen from the data (training/defaults.py), and what was chosen."""
+    from damoxing.training.defaults import choose_train_defaults, describe_chosen
+
+    n_train = data.summary["split_rows"]["train"]
+    train_config, chosen = choose_train_defaults(cfg.train, n_train, data.schema.kind, data.task)
+    if chosen:
+        note(describe_chosen(chosen, n_train))
+    return cfg.model_copy(update={"train": train_config}), chosen
 
 
 def evaluate_run(model, task, data, cfg, device, predictions: Optional[dict] = None) -> dict:
