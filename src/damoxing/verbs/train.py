@@ -15,7 +15,7 @@ from typing import Any, Optional
 import numpy as np
 
 from damoxing.core import console
-from damoxing.core.console import note, progress_bar, warn
+from damoxing.core.console import note, progress_bar, stage, warn
 from damoxing.core.errors import RunFolderError, TrainingDiverged
 from damoxing.models.protocols import FittedReference, ReportsRunInfo, ResolvesConfig
 from damoxing.runs.folder import is_run
@@ -173,6 +173,7 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
 
         meter = CostMeter(cfg.cost, device, device_name(device))
         meter.start()
+    stage(f"training {cfg.model.type}: up to {cfg.train.epochs} epochs on {data.summary['split_rows']['train']:,} rows")
     progress = progress_bar()
     if progress is not None:
         progress.start()
@@ -189,6 +190,7 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
         if result.stopped != "diverged":  # a divergence is reported as the error below
             (warn if result.stopped == "interrupted" else note)(result.message)
 
+    stage("evaluating on the validation and test rows")
     eval_started = time.perf_counter()
     predictions: dict[str, dict] = {}
     metrics = evaluate_run(model, task, data, cfg, device, predictions=predictions)
@@ -203,6 +205,7 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
                            train_seconds=result.train_seconds, eval_seconds=eval_seconds,
                            autocast_bf16=autocast_context(cfg.train, device) is not contextlib.nullcontext)
 
+    stage(f"writing the run folder {path}")
     writer = writer or RunWriter(path)
     writer.discard("checkpoints")  # the run is complete: nothing left to resume
     from safetensors.torch import save_file
