@@ -23,7 +23,7 @@ def train_with_stderr_piped(tmp_path: Path, *flags: str) -> subprocess.Completed
                                       "train": {"epochs": 3}, "evaluate": {"bootstrap": 0}, "tracking": {"report": False}}))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-m", "damoxing", "train", str(config), "--out", str(tmp_path / "run"), *flags],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, timeout=300)
+                          capture_output=True, text=True, env=env, timeout=300, check=False)  # stderr: a pipe
 
 
 def test_a_log_gets_a_line_per_stage_and_per_epoch(tmp_path):
