@@ -54,3 +54,14 @@ def test_epoch_line_and_durations():
     assert epoch_line(record, 10, "val_loss", 0.25, 2, 665.6) == (
         "epoch 2/10 train_loss 0.5000 val_loss 0.2500 val_accuracy 0.8750 | val_loss best 0.2500 (epoch 2) | 1m23s, eta 11m06s")
     assert [duration(s) for s in (0.042, 2.5, 45, 4000)] == ["0.04s", "2.5s", "45s", "1h06m"]
+
+
+def test_a_scikit_learn_reference_logs_its_stages_too(tmp_path, capsys):
+    from damoxing.api import train
+
+    train({"data": {"source": "builtin:wine"}, "model": {"type": "sklearn", "estimator": "logistic_regression"},
+           "evaluate": {"bootstrap": 0}, "tracking": {"report": False}}, out=tmp_path / "run")
+    err = capsys.readouterr().err
+    positions = [err.index(s) for s in ("] loading builtin:wine", "] preparing table data", "] training scikit-learn",
+                                        "] evaluating", "] writing the run folder")]
+    assert positions == sorted(positions)
