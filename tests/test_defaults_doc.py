@@ -31,10 +31,11 @@ def test_the_automatic_table_settings_are_the_code_s():
     for phrase in [f"N / {defaults.ROWS_PER_STEP}", f"between {defaults.MIN_BATCH} and {defaults.MAX_BATCH}",
                    f"{defaults.BASE_LR:g} at batch {defaults.BASE_BATCH}", f"at most {defaults.MAX_LR:g}",
                    f"about {defaults.STEP_BUDGET:,} optimizer steps", f"between {defaults.MIN_EPOCHS} and {defaults.MAX_EPOCHS} epochs",
-                   f"`patience: {defaults.PATIENCE}`"]:
+                   f"between {defaults.MIN_PATIENCE} and {defaults.MAX_PATIENCE} |"]:
         assert phrase in text, phrase
     assert f"| {defaults.auto_batch_size(20_000)} | {defaults.auto_batch_size(327_000)} |" in text
     assert f"| {defaults.auto_epochs(124, 32)} | {defaults.auto_epochs(20_000, 256)} | {defaults.auto_epochs(327_000, 512)} |" in text
+    assert f"| {defaults.auto_patience(300)} | {defaults.auto_patience(127)} | {defaults.auto_patience(20)} |" in text
 
 
 def test_readme_links_the_defaults_page():

@@ -8,11 +8,13 @@ import yaml
 from damoxing.config import TrainConfig
 from damoxing.training.defaults import (
     MAX_EPOCHS,
+    MAX_PATIENCE,
     MIN_EPOCHS,
-    PATIENCE,
+    MIN_PATIENCE,
     auto_batch_size,
     auto_epochs,
     auto_lr,
+    auto_patience,
     choose_train_defaults,
 )
 
@@ -35,10 +37,19 @@ def test_epoch_budget_scales_with_the_data():
     assert auto_epochs(20_000, 256, grad_accum_steps=2) == 250  # 40 optimizer steps an epoch
 
 
+def test_patience_is_a_quarter_of_the_budget_within_5_to_20():
+    assert [auto_patience(e) for e in (MIN_EPOCHS, 40, 127, MAX_EPOCHS)] == [MIN_PATIENCE, 10, MAX_PATIENCE, MAX_PATIENCE]
+
+
+def test_a_large_table_stops_after_a_shorter_plateau():
+    _, chosen = choose_train_defaults(TrainConfig(), 327_000, "table", "regression")
+    assert chosen == {"batch_size": 512, "optimizer.lr": 0.003, "epochs": MIN_EPOCHS, "early_stopping.patience": MIN_PATIENCE}
+
+
 def test_unset_table_settings_are_chosen():
     train, chosen = choose_train_defaults(TrainConfig(), 398, "table", "classification")
-    assert chosen == {"batch_size": 32, "optimizer.lr": 0.001, "epochs": MAX_EPOCHS, "early_stopping.patience": PATIENCE}
-    assert (train.batch_size, train.optimizer.lr, train.epochs, train.early_stopping.patience) == (32, 0.001, MAX_EPOCHS, PATIENCE)
+    assert chosen == {"batch_size": 32, "optimizer.lr": 0.001, "epochs": MAX_EPOCHS, "early_stopping.patience": MAX_PATIENCE}
+    assert (train.batch_size, train.optimizer.lr, train.epochs, train.early_stopping.patience) == (32, 0.001, MAX_EPOCHS, MAX_PATIENCE)
     assert train.restore_best
 
 

@@ -2,7 +2,8 @@
 
 With only a source and a target, a table classifier or regressor trains until validation stops
 improving: an epoch budget that scales with the data (about STEP_BUDGET optimizer steps, between
-MIN_EPOCHS and MAX_EPOCHS epochs), early stopping with PATIENCE epochs, and the best epoch's
+MIN_EPOCHS and MAX_EPOCHS epochs), early stopping with a patience of a quarter of that budget
+(between MIN_PATIENCE and MAX_PATIENCE epochs), and the best epoch's
 weights restored (train.restore_best, on by default); the batch size and Adam's learning rate
 follow the number of training rows. Anything the config sets is kept as written; an explicit
 `train.epochs` means exactly that many epochs, with early stopping only if `train.early_stopping`
@@ -24,7 +25,7 @@ MIN_BATCH, MAX_BATCH = 32, 512  # ... as a power of two in this range
 BASE_LR, BASE_BATCH, MAX_LR = 1e-3, 32, 3e-3  # Adam's lr: 1e-3 at batch 32, square-root scaled with the batch
 STEP_BUDGET = 10_000  # epochs: about this many optimizer steps ...
 MIN_EPOCHS, MAX_EPOCHS = 20, 300  # ... within this range (early stopping usually ends far sooner)
-PATIENCE = 20  # epochs without a better validation score before stopping
+MIN_PATIENCE, MAX_PATIENCE = 5, 20  # early stopping: a quarter of the epoch budget, in this range
 
 
 def auto_batch_size(n_rows: int) -> int:
@@ -42,6 +43,11 @@ def auto_epochs(n_rows: int, batch_size: int, grad_accum_steps: int = 1) -> int:
     """Epochs for about STEP_BUDGET optimizer steps, clamped to [MIN_EPOCHS, MAX_EPOCHS]."""
     steps_per_epoch = max(1, math.ceil(math.ceil(n_rows / batch_size) / grad_accum_steps))
     return int(min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(STEP_BUDGET / steps_per_epoch))))
+
+
+def auto_patience(epochs: int) -> int:
+    """Epochs without a better validation score before stopping: a quarter of the budget, in [MIN_PATIENCE, MAX_PATIENCE]."""
+    return int(min(MAX_PATIENCE, max(MIN_PATIENCE, epochs // 4)))
 
 
 def choose_train_defaults(train: TrainConfig, n_train: int, kind: str, task: str) -> tuple[TrainConfig, dict[str, Any]]:
@@ -64,8 +70,8 @@ def choose_train_defaults(train: TrainConfig, n_train: int, kind: str, task: str
     if "epochs" not in explicit:
         updates["epochs"] = chosen["epochs"] = auto_epochs(n_train, batch_size, train.grad_accum_steps)
         if "early_stopping" not in explicit:
-            updates["early_stopping"] = EarlyStoppingConfig(patience=PATIENCE)
-            chosen["early_stopping.patience"] = PATIENCE
+            chosen["early_stopping.patience"] = auto_patience(updates["epochs"])
+            updates["early_stopping"] = EarlyStoppingConfig(patience=chosen["early_stopping.patience"])
     return (train.model_copy(update=updates) if updates else train), chosen
 
 
