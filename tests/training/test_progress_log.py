@@ -65,3 +65,14 @@ def test_a_scikit_learn_reference_logs_its_stages_too(tmp_path, capsys):
     positions = [err.index(s) for s in ("] loading builtin:wine", "] preparing table data", "] training scikit-learn",
                                         "] evaluating", "] writing the run folder")]
     assert positions == sorted(positions)
+
+
+def test_a_long_epoch_prints_running_lines_at_most_every_interval(capsys):
+    from damoxing.training.progress import EpochLog
+
+    log = EpochLog(epochs=2, total_steps=400, interval=0.0)
+    log.during_epoch(120, 1, 0.53125)
+    assert re.match(r"epoch 1/2 step 120/400 train_loss 0\.5312 \(running\) \| \d+\.\d+s since the last line", capsys.readouterr().err)
+    slow = EpochLog(epochs=2, total_steps=400)  # the default interval: nothing within the first 30 s
+    slow.during_epoch(1, 1, 0.5)
+    assert capsys.readouterr().err == ""

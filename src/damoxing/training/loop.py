@@ -300,13 +300,15 @@ class StepBar:
 
     def __init__(self, progress, total_steps: int, completed: int, epochs: int):
         self.progress, self.epochs = progress, epochs
-        self.lines = EpochLog(epochs)
+        self.lines = EpochLog(epochs, total_steps)
         self.task = progress.add_task("training", total=total_steps, completed=completed) if progress is not None else None
 
     def show(self, step: int, epoch: int, loss: float, extra: str = "") -> None:
         if self.task is not None:
             text = f"epoch {epoch}/{self.epochs} loss {loss:.4f}" + (f" {extra}" if extra else "")
             self.progress.update(self.task, completed=step, description=text)
+        elif not extra:  # within an epoch: a line now and then for a log (the epoch's own line follows at its end)
+            self.lines.during_epoch(step, epoch, loss)
 
 def validate(model, val: Split, task, config: TrainConfig, autocast, device: torch.device) -> dict[str, float]:
     """val_loss and the task's cheap metrics on the whole validation split (one host sync).

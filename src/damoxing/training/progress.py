@@ -3,14 +3,19 @@
 On a terminal the rich bar (core/console.progress_bar) shows the steps; in a log file, CI job or
 scheduler it would print nothing until the run ends, so each finished epoch prints its number, its
 losses and validation metrics, the monitored metric with the best so far, its seconds and an
-estimate of the time left (the epoch budget at this pace: early stopping may end sooner).
+estimate of the time left (the epoch budget at this pace: early stopping may end sooner). An
+epoch longer than DURING_EPOCH_SECONDS (a pretrained encoder, a large table) also prints a line
+about that often while it runs, so a log never sits silent for minutes.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 
 from damoxing.core.console import log_lines
+
+DURING_EPOCH_SECONDS = 30.0
 
 
 def duration(seconds: float) -> str:
@@ -37,9 +42,20 @@ def epoch_line(record: dict, epochs: int, monitor: str, best: float | None, best
 class EpochLog:
     """Prints epoch_line after each epoch when progress goes to a log (log_lines()); silent otherwise."""
 
-    def __init__(self, epochs: int):
-        self.epochs, self.seconds, self.count = epochs, 0.0, 0
+    def __init__(self, epochs: int, total_steps: int = 0, interval: float = DURING_EPOCH_SECONDS):
+        self.epochs, self.total_steps, self.interval = epochs, total_steps, interval
+        self.seconds, self.count = 0.0, 0
         self.enabled = log_lines()
+        self.last_line = time.perf_counter()
+
+    def during_epoch(self, step: int, epoch: int, loss: float) -> None:
+        """'epoch 1/2 step 120/400 train_loss 0.5312 (running) | 31s since the last line', at most every `interval` seconds."""
+        now = time.perf_counter()
+        if not self.enabled or now - self.last_line < self.interval:
+            return
+        print(f"epoch {epoch}/{self.epochs} step {step}/{self.total_steps} train_loss {loss:.4f} (running) "
+              f"| {duration(now - self.last_line)} since the last line", file=sys.stderr, flush=True)
+        self.last_line = now
 
     def after_epoch(self, record: dict, monitor: str, best: float | None, best_epoch: int) -> None:
         if not self.enabled:
@@ -48,3 +64,4 @@ class EpochLog:
         self.count += 1
         eta = self.seconds / self.count * (self.epochs - record["epoch"])
         print(epoch_line(record, self.epochs, monitor, best, best_epoch, eta), file=sys.stderr, flush=True)
+        self.last_line = time.perf_counter()
