@@ -27,8 +27,15 @@ _state = {"debug": False}
 
 
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks for errors.")) -> None:
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks for errors."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Load runs without checking their files against the checksums in manifest.json."),
+) -> None:
     _state["debug"] = debug
+    if no_verify:  # imported only when asked: `--help` stays fast
+        from damoxing.runs.folder import set_verify
+
+        set_verify(False)
 
 
 def _parse_sets(sets: Optional[List[str]]) -> dict:
@@ -76,6 +83,9 @@ def train(
     run = train_run(config, out=out, quiet=quiet, overrides=_parse_sets(set_), resume=resume)
     if int(os.environ.get("RANK", "0")) == 0:
         typer.echo(str(run.path))
+    if run.manifest.get("training", {}).get("stopped") == "interrupted":  # Ctrl-C: saved what was trained, exit 130
+        print(f"interrupted: what was trained so far is saved in {run.path}", file=sys.stderr)
+        sys.exit(130)
 
 
 @app.command()
@@ -394,12 +404,22 @@ def export(
     typer.echo(report.file)
 
 
+def _run_app(argv: Optional[list[str]]) -> None:
+    """The app; `--no-verify` (read by the callback) holds for this one command only."""
+    try:
+        app(args=argv, standalone_mode=False)
+    finally:
+        folder = sys.modules.get("damoxing.runs.folder")
+        if folder is not None:
+            folder.set_verify(True)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: runs the app and turns user errors into one paragraph and exit code 2."""
     from damoxing.core.errors import UserError
 
     try:
-        app(args=argv, standalone_mode=False)
+        _run_app(argv)
     except UserError as e:
         if _state["debug"]:
             raise
