@@ -50,7 +50,7 @@ def quantize_run(predictor, prepared, mode: str, calibration_rows: int = CALIBRA
             _dynamic(float_path, int8_path)
         else:
             _static(float_path, int8_path, prepared.x["train"][:calibration_rows], folder)
-        data = int8_path.read_bytes()
+        data = _without_debug_info(int8_path)
         ops = _quantized_ops(int8_path)
     details = {"mode": mode, "dtype": "int8", "export": {"opset": report.opset, "parity": report.parity.summary()},
                "quantized_ops": ops, "runtime": f"onnxruntime {_version('onnxruntime')}"}
@@ -108,6 +108,18 @@ def _keep_metadata(source: Path, target: Path) -> None:
         del model.metadata_props[:]
         helper.set_model_props(model, {**props, META_OUTPUTS: kind})
         onnx.save(model, str(target))
+
+
+def _without_debug_info(path: Path) -> bytes:
+    """The graph's bytes without the exporter's per-node debug records (source stack traces, module names:
+    about 1 kB a node, more than a small layer's int8 weights); the computation is unchanged."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    return model.SerializeToString()
 
 
 def _quantized_ops(path: Path) -> dict[str, int]:

@@ -154,38 +154,10 @@ def _scratch_file(data: bytes):
         Path(name).unlink(missing_ok=True)
 
 
-def summary_rows(report: dict) -> list[tuple[str, str, str, str]]:
-    """(what, before, after, change) rows for the terminal table."""
-    q, size, speed, energy = report["quality"], report["size"], report["speed"], report["energy"]
-    b, a = size["before"], size["after"]
-
-    def ci(entry: dict) -> str:
-        return f"{entry['value']:.4f}" + (f" [{entry['ci'][0]:.4f}, {entry['ci'][1]:.4f}]" if entry.get("ci") else "")
-
-    test = q.get("mcnemar") or q["paired_bootstrap"]
-    rows = [(f"test {q['metric']}", ci(q["before"]), ci(q["after"]),
-             f"{q['paired_bootstrap']['a_minus_b']:+.4f} (p={test['p_value']:.3g})"),
-            ("size on disk", _mb(b["bytes"]), _mb(a["bytes"]), f"{b['bytes'] / a['bytes']:.2f}x smaller"),
-            ("parameters (non-zero)", f"{b['params']:,} ({b['nonzero_params']:,})", f"{a['params']:,} ({a['nonzero_params']:,})", ""),
-            ("FLOPs per sample", f"{b['flops_per_sample']:,.0f}", f"{a['flops_per_sample']:,.0f}",
-             f"{b['flops_per_sample'] / max(a['flops_per_sample'], 1):.2f}x fewer"),
-            (f"latency batch 1 ({speed['threads']} threads)", f"{speed['before']['latency_ms_batch1']:.3f} ms",
-             f"{speed['after']['latency_ms_batch1']:.3f} ms", f"{speed['latency_speedup']:.2f}x faster"),
-            ("throughput batch 256", f"{speed['before']['throughput_rows_per_s_batch256']:,.0f}/s",
-             f"{speed['after']['throughput_rows_per_s_batch256']:,.0f}/s", f"{speed['throughput_speedup']:.2f}x"),
-            ("energy per 1,000 predictions", f"{energy['before']['wh_per_1000']:.2e} Wh", f"{energy['after']['wh_per_1000']:.2e} Wh",
-             "estimate" if energy.get("is_estimate") else "measured")]
-    if "agreement" in q:
-        rows.insert(1, ("agreement of predictions", "", f"{q['agreement']:.2%}", ""))
-    return rows
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.3f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
-
-
 def summary_lines(result: Compressed) -> list[str]:
     """The terminal table as plain lines."""
+    from damoxing.report.compression_section import summary_rows
+
     rows = [("", "before", "after", "change"), *summary_rows(result.report)]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
