@@ -44,7 +44,7 @@ def _overrides(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def train(config: str | Path | dict | None = None, *, out: str | Path | None = None, quiet: bool = False,
-          overrides: Optional[dict[str, Any]] = None, resume: str | Path | None = None, **kwargs: Any) -> Run:
+          overrides: Optional[dict[str, Any]] = None, resume: str | Path | None = None, adapt=None, **kwargs: Any) -> Run:
     """Train, evaluate and save one run.
 
     Args:
@@ -54,6 +54,8 @@ def train(config: str | Path | dict | None = None, *, out: str | Path | None = N
         overrides: dotted keys, e.g. {"train.epochs": 5}; keyword arguments such as
             `train__epochs=5` are the same.
         resume: a run interrupted after a checkpoint (train.checkpoint_every): continue it.
+        adapt: `damoxing compress`'s hook, (model, task, data, train Split) -> (task, train Split) for the
+            loop: it may load starting weights (pruning) or train under another loss (distillation).
     Returns:
         Run with `.path`, `.metrics`, `.config`, `.history`, `.manifest`. Under torchrun every
         process returns, but only rank 0 evaluates and writes; the others' Run has no metrics.
@@ -61,10 +63,10 @@ def train(config: str | Path | dict | None = None, *, out: str | Path | None = N
     from damoxing.training.distributed import launched_rank
 
     with console.quiet(quiet or launched_rank() != 0):  # one process speaks; the setting ends with the call
-        return _train(config, out, overrides, resume, kwargs)
+        return _train(config, out, overrides, resume, kwargs, adapt)
 
 
-def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dict[str, Any]) -> Run:
+def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dict[str, Any], adapt=None) -> Run:
     """`train`'s work, inside its quiet setting."""
     import torch
 
@@ -144,6 +146,9 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
          f"{data.summary['split_rows']['train']} training rows, device {device}")
 
     splits = {k: Split(torch.as_tensor(data.x[k]), None if data.y[k] is None else torch.as_tensor(data.y[k])) for k in data.x}
+    fit_task, fit_train = task, splits["train"]
+    if adapt is not None:  # `damoxing compress`: pruned starting weights, or a distillation loss (optimize/)
+        fit_task, fit_train = adapt(model, task, data, splits["train"])
     samples = None
     if data.task == "generation" and data.schema.kind == "image":  # fixed-seed sample grids, written with the run
         from damoxing.inference.images import SampleGrids
@@ -176,7 +181,7 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
     if progress is not None:
         progress.start()
     try:
-        result = fit(model, splits["train"], splits["val"], task, cfg.train, device, progress=progress, checkpoints=checkpoints,
+        result = fit(model, fit_train, splits["val"], fit_task, cfg.train, device, progress=progress, checkpoints=checkpoints,
                      on_epoch_end=(lambda record: samples.after_epoch(model, record["epoch"])) if samples else None)
     finally:
         if progress is not None:
