@@ -39,12 +39,15 @@ class Measured:
         file: its weights (model.safetensors) or graph (model.onnx), for the size on disk.
         flops_per_sample: forward FLOPs per row, when known (None: counted here from the torch module).
         flops_note: how the FLOPs figure was found.
+        x: the test rows as this model takes them (a distilled student may tokenize the same rows its own
+            way); None: the original run's test rows, preprocessed by its preprocessing.
     """
 
     module: torch.nn.Module
     file: Path
     flops_per_sample: Optional[float] = None
     flops_note: str = ""
+    x: Optional[torch.Tensor] = None
 
 
 def before_after(before: Measured, after: Measured, prepared, task, config, threads: int, bootstrap_seed: int = 0) -> dict[str, Any]:
@@ -53,20 +56,22 @@ def before_after(before: Measured, after: Measured, prepared, task, config, thre
 
     settings = EvaluationSettings.from_config(config)
     x = torch.as_tensor(np.ascontiguousarray(prepared.x["test"]))
+    for model in (before, after):
+        model.x = x if model.x is None else model.x
     y_true = prepared.y_original["test"]
     return {
         "rows": f"the original run's test split: {len(x)} rows rebuilt from {prepared.source}",
-        "quality": quality(before.module, after.module, x, y_true, prepared, task, settings, bootstrap_seed),
-        "size": {"before": size(before, task, x), "after": size(after, task, x)},
-        "speed": speed(before.module, after.module, x, threads),
-        "energy": energy(before.module, after.module, x, config, threads),
+        "quality": quality(before, after, y_true, prepared, task, settings, bootstrap_seed),
+        "size": {"before": size(before), "after": size(after)},
+        "speed": speed(before, after, threads),
+        "energy": energy(before, after, config, threads),
     }
 
 
 # --------------------------------------------------------------------------- quality
 
 
-def quality(before, after, x, y_true, prepared, task, settings, seed: int) -> dict[str, Any]:
+def quality(before: Measured, after: Measured, y_true, prepared, task, settings, seed: int) -> dict[str, Any]:
     """Headline metric of each (with its bootstrap interval), the paired test(s) of the difference, agreement."""
     from damoxing.evaluation.paired import mcnemar, paired_bootstrap
     from damoxing.evaluation.score import evaluate_predictions
@@ -78,7 +83,7 @@ def quality(before, after, x, y_true, prepared, task, settings, seed: int) -> di
     train_targets = prepared.y_original.get("train")
     preds, results = [], []
     for model in (before, after):
-        pred = task.decode(task.predictions(model_outputs(model, x, settings.batch_size)), prepared.preprocessing)
+        pred = task.decode(task.predictions(model_outputs(model.module, model.x, settings.batch_size)), prepared.preprocessing)
         preds.append(pred)
         results.append(evaluate_predictions(task, y_true, pred, schema, train_targets, n_resamples=settings.bootstrap,
                                             seed=settings.seed, confidence=settings.confidence,
@@ -105,12 +110,12 @@ def quality(before, after, x, y_true, prepared, task, settings, seed: int) -> di
 # --------------------------------------------------------------------------- size
 
 
-def size(model: Measured, task, x) -> dict[str, Any]:
+def size(model: Measured) -> dict[str, Any]:
     """Bytes on disk, parameters and non-zero parameters, FLOPs per sample."""
     params, nonzero = parameter_counts(model.module)
     flops, note = model.flops_per_sample, model.flops_note
     if flops is None:
-        flops = forward_flops(model.module, x)
+        flops = forward_flops(model.module, model.x)
         note = "counted by torch's FlopCounterMode on the model's forward (2 x multiply-adds; evaluation/cost.py)"
     return {"file": model.file.name, "bytes": model.file.stat().st_size, "params": params, "nonzero_params": nonzero,
             "flops_per_sample": float(flops), "flops_method": note}
@@ -168,7 +173,7 @@ def _batches(x: torch.Tensor, batch: int, count: int) -> list[torch.Tensor]:
     return [x[s : s + batch].contiguous() for s in starts]
 
 
-def speed(before, after, x: torch.Tensor, threads: int) -> dict[str, Any]:
+def speed(before: Measured, after: Measured, threads: int) -> dict[str, Any]:
     """Latency at batch 1 (median ms per call) and throughput at batch 256 (median rows/s), both models alike.
 
     The two models take turns, ROUNDS times, so a burst of other work on the machine falls on both."""
@@ -178,16 +183,18 @@ def speed(before, after, x: torch.Tensor, threads: int) -> dict[str, Any]:
         out: dict[str, Any] = {"threads": threads, "latency_calls": LATENCY_REPEATS * ROUNDS, "throughput_batch": THROUGHPUT_BATCH,
                                "throughput_calls": THROUGHPUT_REPEATS * ROUNDS, "device": "cpu",
                                "method": f"median over {ROUNDS} alternating rounds of each model, after {WARMUP} warm-up calls"}
-        singles, bigs = _batches(x, 1, LATENCY_REPEATS), _batches(x, THROUGHPUT_BATCH, THROUGHPUT_REPEATS)
-        models = {"before": before, "after": after}
+        models = {"before": before.module, "after": after.module}
+        singles = {"before": _batches(before.x, 1, LATENCY_REPEATS), "after": _batches(after.x, 1, LATENCY_REPEATS)}
+        bigs = {"before": _batches(before.x, THROUGHPUT_BATCH, THROUGHPUT_REPEATS),
+                "after": _batches(after.x, THROUGHPUT_BATCH, THROUGHPUT_REPEATS)}
         single_times: dict[str, list[float]] = {label: [] for label in models}
         big_times: dict[str, list[float]] = {label: [] for label in models}
         for model in models.values():
             _set_threads(model, threads)
         for _ in range(ROUNDS):
             for label, model in models.items():
-                single_times[label] += _timed_calls(model, singles)
-                big_times[label] += _timed_calls(model, bigs)
+                single_times[label] += _timed_calls(model, singles[label])
+                big_times[label] += _timed_calls(model, bigs[label])
         for label in models:
             out[label] = {"latency_ms_batch1": statistics.median(single_times[label]) * 1000,
                           "throughput_rows_per_s_batch256": THROUGHPUT_BATCH / statistics.median(big_times[label])}
@@ -206,7 +213,7 @@ def _set_threads(model, threads: int) -> None:
         model.__init__(model.model_bytes, path=model.path, threads=threads)
 
 
-def energy(before, after, x: torch.Tensor, config, threads: int, rows: int = 5000) -> dict[str, Any]:
+def energy(before: Measured, after: Measured, config, threads: int, rows: int = 5000) -> dict[str, Any]:
     """Energy per 1,000 predictions: the cost meter (evaluation/cost.py) around `rows` predictions at batch 256."""
     from damoxing.evaluation.cost import CostMeter
 
@@ -215,8 +222,8 @@ def energy(before, after, x: torch.Tensor, config, threads: int, rows: int = 500
     count = max(1, rows // THROUGHPUT_BATCH)
     out: dict[str, Any] = {"predictions": count * THROUGHPUT_BATCH, "batch": THROUGHPUT_BATCH}
     try:
-        for label, model in (("before", before), ("after", after)):
-            batches = _batches(x, THROUGHPUT_BATCH, count)
+        for label, measured in (("before", before), ("after", after)):
+            model, batches = measured.module, _batches(measured.x, THROUGHPUT_BATCH, count)
             meter = CostMeter(config.cost, torch.device("cpu"), "cpu")
             _timed_calls(model, batches[:WARMUP])
             meter.start()
