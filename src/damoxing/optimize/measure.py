@@ -112,12 +112,12 @@ def quality(before: Measured, after: Measured, y_true, prepared, task, settings,
 
 def size(model: Measured) -> dict[str, Any]:
     """Bytes on disk, parameters and non-zero parameters, FLOPs per sample."""
-    params, nonzero = parameter_counts(model.module)
+    params, nonzero, weight_bytes = parameter_counts(model.module)
     flops, note = model.flops_per_sample, model.flops_note
     if flops is None:
         flops = forward_flops(model.module, model.x)
         note = "counted by torch's FlopCounterMode on the model's forward (2 x multiply-adds; evaluation/cost.py)"
-    return {"file": model.file.name, "bytes": model.file.stat().st_size, "params": params, "nonzero_params": nonzero,
+    return {"file": model.file.name, "bytes": model.file.stat().st_size, "weight_bytes": weight_bytes, "params": params, "nonzero_params": nonzero,
             "flops_per_sample": float(flops), "flops_method": note}
 
 
@@ -131,9 +131,11 @@ def forward_flops(module: torch.nn.Module, x: torch.Tensor, rows: int = 8) -> fl
         return count_flops(module, lambda: module(batch)) / max(1, len(batch))
 
 
-def parameter_counts(module: torch.nn.Module) -> tuple[int, int]:
-    """(parameters, non-zero parameters): a torch model's tensors, or an ONNX graph's weight initializers
-    (int8 weights count one each; scales and zero points are counted too)."""
+def parameter_counts(module: torch.nn.Module) -> tuple[int, int, int]:
+    """(parameters, non-zero parameters, bytes of weights): a torch model's parameters, or an ONNX graph's
+    weight initializers (int8 weights count one each, one byte each; scales and zero points are counted too).
+    The bytes are those the model runs with, which differ from its file where a run saves only part of it
+    (a LoRA run's model.safetensors holds its adapters and head; the base checkpoint lives outside)."""
     from damoxing.inference.onnx_model import OnnxModel
 
     if isinstance(module, OnnxModel):
@@ -143,9 +145,10 @@ def parameter_counts(module: torch.nn.Module) -> tuple[int, int]:
         graph = onnx.load_from_string(module.model_bytes).graph
         arrays = [numpy_helper.to_array(t) for t in graph.initializer]
         arrays = [a for a in arrays if a.size > 1]  # shapes and scalar constants are not weights
-        return sum(int(a.size) for a in arrays), sum(int(np.count_nonzero(a)) for a in arrays)
+        return sum(int(a.size) for a in arrays), sum(int(np.count_nonzero(a)) for a in arrays), sum(int(a.nbytes) for a in arrays)
     tensors = [p.detach() for p in module.parameters()]
-    return sum(t.numel() for t in tensors), sum(int(torch.count_nonzero(t)) for t in tensors)
+    return (sum(t.numel() for t in tensors), sum(int(torch.count_nonzero(t)) for t in tensors),
+            sum(t.numel() * t.element_size() for t in tensors))
 
 
 # --------------------------------------------------------------------------- speed and energy

@@ -20,6 +20,7 @@ def summary_rows(report: dict) -> list[tuple[str, str, str, str]]:
     rows = [(f"test {q['metric']}", ci(q["before"]), ci(q["after"]),
              f"{q['paired_bootstrap']['a_minus_b']:+.4f} (p={test['p_value']:.3g})"),
             ("size on disk", _mb(b["bytes"]), _mb(a["bytes"]), f"{b['bytes'] / a['bytes']:.2f}x smaller"),
+            ("weights in memory", _mb(b["weight_bytes"]), _mb(a["weight_bytes"]), f"{b['weight_bytes'] / a['weight_bytes']:.2f}x smaller"),
             ("parameters (non-zero)", f"{b['params']:,} ({b['nonzero_params']:,})", f"{a['params']:,} ({a['nonzero_params']:,})", ""),
             ("FLOPs per sample", f"{b['flops_per_sample']:,.0f}", f"{a['flops_per_sample']:,.0f}",
              f"{b['flops_per_sample'] / max(a['flops_per_sample'], 1):.2f}x fewer"),
