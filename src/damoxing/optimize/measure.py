@@ -133,7 +133,7 @@ def forward_flops(module: torch.nn.Module, x: torch.Tensor, rows: int = 8) -> fl
 
 def parameter_counts(module: torch.nn.Module) -> tuple[int, int, int]:
     """(parameters, non-zero parameters, bytes of weights): a torch model's parameters, or an ONNX graph's
-    weight initializers (int8 weights count one each, one byte each; scales and zero points are counted too).
+    weight initializers (int8 weights count one each, one byte each; the quantization scales and zero points are not counted).
     The bytes are those the model runs with, which differ from its file where a run saves only part of it
     (a LoRA run's model.safetensors holds its adapters and head; the base checkpoint lives outside)."""
     from damoxing.inference.onnx_model import OnnxModel
@@ -143,8 +143,8 @@ def parameter_counts(module: torch.nn.Module) -> tuple[int, int, int]:
         from onnx import numpy_helper
 
         graph = onnx.load_from_string(module.model_bytes).graph
-        arrays = [numpy_helper.to_array(t) for t in graph.initializer]
-        arrays = [a for a in arrays if a.size > 1]  # shapes and scalar constants are not weights
+        weights = [t for t in graph.initializer if not t.name.endswith(("_scale", "_zero_point"))]  # quantization's bookkeeping
+        arrays = [a for a in map(numpy_helper.to_array, weights) if a.dtype != np.int64]  # int64: shapes and axes, not weights
         return sum(int(a.size) for a in arrays), sum(int(np.count_nonzero(a)) for a in arrays), sum(int(a.nbytes) for a in arrays)
     tensors = [p.detach() for p in module.parameters()]
     return (sum(t.numel() for t in tensors), sum(int(torch.count_nonzero(t)) for t in tensors),

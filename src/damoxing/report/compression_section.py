@@ -19,13 +19,13 @@ def summary_rows(report: dict) -> list[tuple[str, str, str, str]]:
     test = q.get("mcnemar") or q["paired_bootstrap"]
     rows = [(f"test {q['metric']}", ci(q["before"]), ci(q["after"]),
              f"{q['paired_bootstrap']['a_minus_b']:+.4f} (p={test['p_value']:.3g})"),
-            ("size on disk", _mb(b["bytes"]), _mb(a["bytes"]), f"{b['bytes'] / a['bytes']:.2f}x smaller"),
-            ("weights in memory", _mb(b["weight_bytes"]), _mb(a["weight_bytes"]), f"{b['weight_bytes'] / a['weight_bytes']:.2f}x smaller"),
+            ("size on disk", _mb(b["bytes"]), _mb(a["bytes"]), _times(b["bytes"], a["bytes"], "smaller", "larger")),
+            ("weights in memory", _mb(b["weight_bytes"]), _mb(a["weight_bytes"]), _times(b["weight_bytes"], a["weight_bytes"], "smaller", "larger")),
             ("parameters (non-zero)", f"{b['params']:,} ({b['nonzero_params']:,})", f"{a['params']:,} ({a['nonzero_params']:,})", ""),
             ("FLOPs per sample", f"{b['flops_per_sample']:,.0f}", f"{a['flops_per_sample']:,.0f}",
-             f"{b['flops_per_sample'] / max(a['flops_per_sample'], 1):.2f}x fewer"),
+             _times(b["flops_per_sample"], a["flops_per_sample"], "fewer", "more")),
             (f"latency batch 1 ({speed['threads']} threads)", f"{speed['before']['latency_ms_batch1']:.3f} ms",
-             f"{speed['after']['latency_ms_batch1']:.3f} ms", f"{speed['latency_speedup']:.2f}x faster"),
+             f"{speed['after']['latency_ms_batch1']:.3f} ms", _times(speed["latency_speedup"], 1.0, "faster", "slower")),
             ("throughput batch 256", f"{speed['before']['throughput_rows_per_s_batch256']:,.0f}/s",
              f"{speed['after']['throughput_rows_per_s_batch256']:,.0f}/s", f"{speed['throughput_speedup']:.2f}x"),
             ("energy per 1,000 predictions", f"{energy['before']['wh_per_1000']:.2e} Wh", f"{energy['after']['wh_per_1000']:.2e} Wh",
@@ -33,6 +33,16 @@ def summary_rows(report: dict) -> list[tuple[str, str, str, str]]:
     if "agreement" in q:
         rows.insert(1, ("agreement of predictions", "", f"{q['agreement']:.2%}", ""))
     return rows
+
+
+def _times(before: float, after: float, less: str, more: str) -> str:
+    """'2.00x smaller', '1.25x larger' or 'unchanged' (within 0.5%)."""
+    if not after or not before:
+        return ""
+    ratio = before / after
+    if abs(ratio - 1.0) < 0.005:
+        return "unchanged"
+    return f"{ratio:.2f}x {less}" if ratio > 1 else f"{1 / ratio:.2f}x {more}"
 
 
 def _mb(n: int) -> str:
