@@ -39,8 +39,9 @@ def check_mode(mode: str, family: str) -> None:
                         f"is '{family}'. Use --mode dynamic, which quantizes its Linear / LSTM / attention weights.")
 
 
-def quantize_run(predictor, prepared, mode: str, calibration_rows: int = CALIBRATION_ROWS) -> tuple[bytes, dict]:
-    """The run's model as an int8 ONNX graph: (its bytes, what was done: the export's parity and the ops quantized)."""
+def quantize_run(predictor, prepared, mode: str, calibration_rows: int = CALIBRATION_ROWS) -> tuple[bytes, bytes, dict]:
+    """The run's model as an int8 ONNX graph: (its bytes, the float graph's bytes it was made from, what was done:
+    the export's parity and the ops quantized)."""
     from damoxing.deploy.export import export_onnx
 
     with tempfile.TemporaryDirectory(prefix="damoxing-quantize-") as folder:
@@ -50,7 +51,7 @@ def quantize_run(predictor, prepared, mode: str, calibration_rows: int = CALIBRA
             _dynamic(float_path, int8_path)
         else:
             _static(float_path, int8_path, prepared.x["train"][:calibration_rows], folder)
-        data = _without_debug_info(int8_path)
+        data, float_data = _without_debug_info(int8_path), _without_debug_info(float_path)
         ops = _quantized_ops(int8_path)
     details = {"mode": mode, "dtype": "int8", "export": {"opset": report.opset, "parity": report.parity.summary()},
                "quantized_ops": ops, "runtime": f"onnxruntime {_version('onnxruntime')}"}
@@ -58,7 +59,7 @@ def quantize_run(predictor, prepared, mode: str, calibration_rows: int = CALIBRA
         details["op_types"] = DYNAMIC_OPS
     else:
         details["calibration"] = f"{min(calibration_rows, len(prepared.x['train']))} rows of the training split (MinMax)"
-    return data, details
+    return data, float_data, details
 
 
 def _dynamic(source: Path, target: Path) -> None:

@@ -30,6 +30,9 @@ def summary_rows(report: dict) -> list[tuple[str, str, str, str]]:
              f"{speed['after']['throughput_rows_per_s_batch256']:,.0f}/s", f"{speed['throughput_speedup']:.2f}x"),
             ("energy per 1,000 predictions", f"{energy['before']['wh_per_1000']:.2e} Wh", f"{energy['after']['wh_per_1000']:.2e} Wh",
              "estimate" if energy.get("is_estimate") else "measured")]
+    if "float_onnx" in speed:  # int8: how much of the speed-up is int8, not the runtime
+        f = speed["float_onnx"]
+        rows.insert(6, ("  latency, float ONNX graph", f"{f['latency_ms_batch1']:.3f} ms", "", f"int8 {_times(f['int8_latency_speedup'], 1.0, 'faster', 'slower')}"))
     if "agreement" in q:
         rows.insert(1, ("agreement of predictions", "", f"{q['agreement']:.2%}", ""))
     return rows
