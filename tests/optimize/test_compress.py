@@ -103,6 +103,23 @@ def test_static_int8_of_a_cnn_calibrates_on_training_rows(runs, cli):
     assert digest(runs["cnn"]) == before
 
 
+def test_dynamic_int8_quantizes_an_lstm_and_its_embedding_table(tmp_path):
+    """The exporter feeds an LSTM its weights through Unsqueeze / Concat nodes; after ONNX Runtime's constant
+    folding the quantizer sees them as weights: every LSTM becomes DynamicQuantizeLSTM."""
+    from hf_fixtures import write_topics_csv
+
+    from damoxing.api import compress, train
+
+    source = write_topics_csv(tmp_path / "topics.csv", n=120)
+    run = train({"name": "rnn", "data": {"source": str(source), "target": "label"}, "model": {"type": "rnn", "size": "tiny"},
+                 "train": {**TRAIN, "epochs": 6}, "evaluate": {"bootstrap": 0}}, out=tmp_path / "rnn", quiet=True)
+    result = compress(run.path, "quantize", out=tmp_path / "rnn-int8", threads=1, quiet=True)
+    ops = result.report["details"]["quantized_ops"]
+    assert ops.get("DynamicQuantizeLSTM", 0) >= 1 and ops.get("DequantizeLinear", 0) >= 1  # the LSTM, and the embedding read as int8
+    assert result.report["quality"]["agreement"] > 0.9
+    assert result.report["size"]["after"]["weight_bytes"] * 3 < result.report["size"]["before"]["weight_bytes"]
+
+
 def test_bad_requests_exit_2_and_leave_the_original_untouched(runs, int8_mlp, cli, tmp_path):
     before = digest(runs["mlp"])
     cases = [

@@ -4,7 +4,8 @@ checked there against the torch model), then quantized to a plain .onnx file tha
     graph = quantize_run(predictor, prepared, mode="dynamic", folder=tmp)   # bytes of the int8 graph
 
 dynamic  weights stored as int8, activations quantized on the fly per batch (`quantize_dynamic`):
-         the Linear layers (MatMul / Gemm), LSTM and fused attention projections. Conv layers stay
+         the Linear layers (MatMul / Gemm), LSTM and fused attention projections; embedding tables
+         (Gather) are stored int8 and dequantized as they are read. Conv layers stay
          float (ONNX Runtime's ConvInteger is slower than its float conv on CPU), and so do GRU layers
          (ONNX Runtime has no int8 GRU kernel).
 static   weights and activations int8 (`quantize_static`, QDQ format, per-channel weights), the
@@ -24,7 +25,7 @@ import numpy as np
 from damoxing.core.errors import UserError
 
 MODES = ("dynamic", "static")
-DYNAMIC_OPS = ["MatMul", "Gemm", "Attention", "LSTM"]
+DYNAMIC_OPS = ["MatMul", "Gemm", "Attention", "LSTM", "Gather"]  # Gather: embedding tables, stored int8
 STATIC_FAMILIES = ("cnn",)
 CALIBRATION_ROWS = 256
 
@@ -48,7 +49,7 @@ def quantize_run(predictor, prepared, mode: str, calibration_rows: int = CALIBRA
         float_path, int8_path = Path(folder) / "model.float.onnx", Path(folder) / "model.int8.onnx"
         report = export_onnx(predictor, float_path)
         if mode == "dynamic":
-            _dynamic(float_path, int8_path)
+            _dynamic(float_path, int8_path, folder)
         else:
             _static(float_path, int8_path, prepared.x["train"][:calibration_rows], folder)
         data, float_data = _without_debug_info(int8_path), _without_debug_info(float_path)
@@ -62,11 +63,16 @@ def quantize_run(predictor, prepared, mode: str, calibration_rows: int = CALIBRA
     return data, float_data, details
 
 
-def _dynamic(source: Path, target: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def _dynamic(source: Path, target: Path, folder: str) -> None:
+    """quantize_dynamic after ONNX Runtime's pre-processing (shape inference, constant folding): the exporter feeds
+    an LSTM its weights through Unsqueeze / Concat nodes, which the quantizer only sees as weights once folded."""
+    from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 
+    prepared = Path(folder) / "model.prepared.onnx"
     with _quiet():
-        quantize_dynamic(source, target, weight_type=QuantType.QInt8, op_types_to_quantize=DYNAMIC_OPS)
+        quant_pre_process(source, prepared, skip_symbolic_shape=True)
+        quantize_dynamic(prepared, target, weight_type=QuantType.QInt8, op_types_to_quantize=DYNAMIC_OPS)
+    _keep_metadata(source, target)
 
 
 class _Calibration:
@@ -129,7 +135,7 @@ def _quantized_ops(path: Path) -> dict[str, int]:
 
     counts: dict[str, int] = {}
     for node in onnx.load(str(path)).graph.node:
-        if "Integer" in node.op_type or "Quant" in node.op_type or node.op_type.startswith("QLinear"):
+        if "Integer" in node.op_type or "quant" in node.op_type.lower() or node.op_type.startswith("QLinear"):
             counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return counts
 
