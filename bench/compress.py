@@ -67,12 +67,14 @@ def row(label: str, report: dict, seconds: float) -> str:
     q, size, speed = report["quality"], report["size"], report["speed"]
     b, a = size["before"], size["after"]
     test = q.get("mcnemar") or q["paired_bootstrap"]
+    f = speed.get("float_onnx")
+    float_onnx = f"{f['latency_ms_batch1']:.3f} (int8 {f['int8_latency_speedup']:.2f}x)" if f else "-"
     return (f"| {label} | {q['before']['value']:.4f} | {q['after']['value']:.4f} | {test['p_value']:.3g} | {q.get('agreement', float('nan')):.3f} | "
             f"{b['bytes'] / 1e3:,.0f} -> {a['bytes'] / 1e3:,.0f} ({b['bytes'] / a['bytes']:.1f}x) | "
             f"{b['weight_bytes'] / 1e3:,.0f} -> {a['weight_bytes'] / 1e3:,.0f} ({b['weight_bytes'] / a['weight_bytes']:.1f}x) | {b['params']:,} -> {a['params']:,} | "
             f"{b['flops_per_sample'] / max(a['flops_per_sample'], 1):.2f}x | "
             f"{speed['before']['latency_ms_batch1']:.3f} -> {speed['after']['latency_ms_batch1']:.3f} ({speed['latency_speedup']:.2f}x) | "
-            f"{speed['throughput_speedup']:.2f}x | {seconds:.0f} |")
+            f"{float_onnx} | {speed['throughput_speedup']:.2f}x | {seconds:.0f} |")
 
 
 def main() -> None:
@@ -91,8 +93,8 @@ def main() -> None:
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
           f"torch {torch.__version__}, {args.threads} thread(s)")
     print("| case | test acc before | after | McNemar p | agreement | KB on disk | KB of weights | parameters | FLOPs fewer | "
-          "latency ms batch 1 | throughput batch 256 | compress s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "latency ms batch 1 | float ONNX ms | throughput batch 256 | compress s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         data = sources(folder, args.minilm)

@@ -122,8 +122,13 @@ def test_dynamic_int8_quantizes_an_lstm_and_its_embedding_table(tmp_path):
 
 def test_bad_requests_exit_2_and_leave_the_original_untouched(runs, int8_mlp, cli, tmp_path):
     before = digest(runs["mlp"])
+    unfinished = tmp_path / "unfinished"  # what a run interrupted before its end leaves: no manifest.json, no metrics
+    unfinished.mkdir()
+    for name in ("config.yaml", "model.safetensors", "preprocessing.json"):
+        (unfinished / name).write_bytes((runs["mlp"] / name).read_bytes())
     cases = [
-        (("compress", tmp_path, "--method", "quantize"), "is not a damoxing run"),
+        (("compress", tmp_path / "nowhere", "--method", "quantize"), "does not exist"),
+        (("compress", unfinished, "--method", "quantize"), "lacks manifest.json"),
         (("compress", runs["mlp"], "--method", "shrink"), "compress takes one of: quantize, prune, distill"),
         (("compress", runs["mlp"], "--method", "quantize", "--mode", "static"), "Use --mode dynamic"),
         (("compress", runs["mlp"], "--method", "quantize", "--dtype", "int4"), "quantizes to int8"),
