@@ -89,6 +89,10 @@ def test_predict_and_evaluate_on_the_int8_run_match_its_recorded_test_accuracy(r
     assert np.mean(predicted.astype(str) == truth.astype(str)) == pytest.approx(recorded)
     evaluated = cli("evaluate", result.path, "--json")
     assert evaluated.code == 0 and json.loads(evaluated.out)["metrics"]["accuracy"] == pytest.approx(recorded)
+    compared = cli("compare", runs["mlp"], result.path, "--out", tmp_path / "compare")
+    assert compared.code == 0, compared.err
+    exported = cli("export", result.path, "--out", tmp_path / "exported")
+    assert exported.code == 0 and (tmp_path / "exported" / "model.onnx").read_bytes() == (result.path / "model.onnx").read_bytes()
 
 
 def test_static_int8_of_a_cnn_calibrates_on_training_rows(runs, cli):

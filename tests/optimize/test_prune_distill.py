@@ -147,3 +147,31 @@ def test_bad_prune_and_distill_requests_exit_2(runs, cli, tmp_path):
         assert not (tmp_path / "never").exists()
     assert digest(runs["cnn"]) == before
     assert not [p for p in runs["base"].iterdir() if p.name.startswith(".")]  # no staging folder left behind
+
+
+@pytest.mark.slow
+def test_distill_from_a_pretrained_encoder_to_a_small_transformer(tmp_path):
+    """Text: a pretrained encoder run (the tests' tiny random BERT, LoRA) -> a transformer of its own
+    tokenizer, trained on the teacher's rows; before / after each read the rows through their own preprocessing."""
+    from hf_fixtures import two_topic_sentences, write_tiny_bert, write_topics_csv
+
+    from damoxing.api import compress, train
+
+    texts, _ = two_topic_sentences(40)
+    data = {"source": str(write_topics_csv(tmp_path / "topics.csv", n=160)), "target": "label"}
+    teacher = train({"name": "teacher", "data": data, "evaluate": {"bootstrap": 0},
+                     "model": {"type": "pretrained", "path": str(write_tiny_bert(tmp_path / "bert", texts=texts)), "finetune": "lora"},
+                     "train": {**TRAIN, "epochs": 2, "batch_size": 32}}, out=tmp_path / "teacher", quiet=True).path
+    before = digest(teacher)
+    student = {"name": "student", "model": {"type": "transformer", "size": "tiny", "d_model": 16, "ff_size": 32},
+               "data": {**data, "tokenizer": {"vocab_size": 300}}, "train": {**TRAIN, "epochs": 3}}
+    result = compress(teacher, "distill", student=student, temperature=2.0, alpha=0.5, out=tmp_path / "student", threads=1, quiet=True)
+    assert digest(teacher) == before
+    config = yaml.safe_load((result.path / "config.yaml").read_text())
+    assert config["model"]["type"] == "transformer" and config["data"]["tokenizer"]["kind"] == "bpe"
+    report = result.report
+    assert report["details"]["teacher"] == {"run": str(teacher), "model": "pretrained"}
+    recorded = json.loads((result.path / "metrics.json").read_text())["test"]["accuracy"]
+    assert report["quality"]["after"]["value"] == pytest.approx(recorded)  # the student read the rows through its own tokenizer
+    assert report["size"]["after"]["params"] < report["size"]["before"]["params"]
+    assert json.loads((result.path / "manifest.json").read_text())["derived_from"]["run"] == str(teacher)
