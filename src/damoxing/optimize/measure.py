@@ -89,7 +89,7 @@ def quality(before: Measured, after: Measured, y_true, prepared, task, settings,
                                             seed=settings.seed, confidence=settings.confidence,
                                             calibration_bins=settings.calibration_bins))
     out: dict[str, Any] = {"metric": name, "confidence": settings.confidence}
-    for label, result in zip(("before", "after"), results):
+    for label, result in zip(("before", "after"), results, strict=True):
         out[label] = {"value": result["metrics"].get(name), "ci": result.get("ci", {}).get(name)}
     boot = paired_bootstrap(name, y_true, preds[1], preds[0], n_resamples=max(settings.bootstrap, 200), seed=seed)
     out["paired_bootstrap"] = {k: boot[k] for k in ("a_minus_b", "ci", "p_value", "n_resamples", "confidence")}

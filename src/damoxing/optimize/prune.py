@@ -139,7 +139,7 @@ def _magnitude(model: nn.Module, model_config, sparsity: float) -> Pruned:
     """Unstructured: the smallest-magnitude `sparsity` share of each weight matrix / filter bank set to zero."""
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     masks = {}
-    for name, layer, _ in _chain(model):
+    for name, _layer, _ in _chain(model):
         weight = state[f"{name}.weight"]
         count = int(round(weight.numel() * sparsity))
         if count == 0:

@@ -89,7 +89,13 @@ class _Calibration:
 
 
 def _static(source: Path, target: Path, rows: np.ndarray, folder: str) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
 
     prepared = Path(folder) / "model.prepared.onnx"
     with _quiet():

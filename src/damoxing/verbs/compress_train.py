@@ -41,7 +41,8 @@ def prune_run(predictor, target: Path, sparsity: float, structured: bool, finetu
             keep_masked(model, pruned.masks)
         return task, train_split
 
-    config = _config(predictor, model=pruned.config.model_dump(mode="json"), name=f"{predictor.config.name}-pruned",
+    model = {k: v for k, v in pruned.config.model_dump(mode="json").items() if k != "init_from"}  # the pruned weights are the start
+    config = _config(predictor, model=model, name=f"{predictor.config.name}-pruned",
                      train={**predictor.config.train.model_dump(mode="json"), "epochs": epochs})
     settings = {"sparsity": sparsity, "structured": structured, "finetune_epochs": epochs}
     details = {"widths": pruned.widths}
@@ -117,7 +118,11 @@ def distill_run(teacher, target: Path, student, temperature: float, alpha: float
 
     from damoxing.inference.run_data import run_data, split_indices
     from damoxing.models.runtime import model_outputs
-    from damoxing.optimize.distill import DistillationLoss, check_settings, packed_targets
+    from damoxing.optimize.distill import (
+        DistillationLoss,
+        check_settings,
+        packed_targets,
+    )
     from damoxing.training.loop import Split
 
     check_settings(temperature, alpha)
