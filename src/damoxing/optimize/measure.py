@@ -186,14 +186,12 @@ def speed(before: Measured, after: Measured, threads: int) -> dict[str, Any]:
         out: dict[str, Any] = {"threads": threads, "latency_calls": LATENCY_REPEATS * ROUNDS, "throughput_batch": THROUGHPUT_BATCH,
                                "throughput_calls": THROUGHPUT_REPEATS * ROUNDS, "device": "cpu",
                                "method": f"median over {ROUNDS} alternating rounds of each model, after {WARMUP} warm-up calls"}
-        models = {"before": before.module, "after": after.module}
+        models = {"before": _with_threads(before, threads), "after": _with_threads(after, threads)}
         singles = {"before": _batches(before.x, 1, LATENCY_REPEATS), "after": _batches(after.x, 1, LATENCY_REPEATS)}
         bigs = {"before": _batches(before.x, THROUGHPUT_BATCH, THROUGHPUT_REPEATS),
                 "after": _batches(after.x, THROUGHPUT_BATCH, THROUGHPUT_REPEATS)}
         single_times: dict[str, list[float]] = {label: [] for label in models}
         big_times: dict[str, list[float]] = {label: [] for label in models}
-        for model in models.values():
-            _set_threads(model, threads)
         for _ in range(ROUNDS):
             for label, model in models.items():
                 single_times[label] += _timed_calls(model, singles[label])
@@ -208,12 +206,14 @@ def speed(before: Measured, after: Measured, threads: int) -> dict[str, Any]:
         torch.set_num_threads(previous)
 
 
-def _set_threads(model, threads: int) -> None:
-    """An OnnxModel's session rebuilt with `threads` intra-op threads (a torch model reads torch's setting)."""
+def _with_threads(measured: Measured, threads: int) -> torch.nn.Module:
+    """The model to time: an OnnxModel's graph in a fresh session of `threads` intra-op threads (a torch model
+    reads torch's own setting, set by the caller)."""
     from damoxing.inference.onnx_model import OnnxModel
 
-    if isinstance(model, OnnxModel):
-        model.__init__(model.model_bytes, path=model.path, threads=threads)
+    if isinstance(measured.module, OnnxModel):
+        measured.module = OnnxModel(measured.module.model_bytes, path=measured.module.path, threads=threads)
+    return measured.module
 
 
 def energy(before: Measured, after: Measured, config, threads: int, rows: int = 5000) -> dict[str, Any]:

@@ -70,7 +70,9 @@ def compress(run: str | Path, method: str, *, out: str | Path | None = None, dty
     target = check_out(out) or default_path(original, method)
     predictor = load(original)
     _check_family(predictor, method)
-    threads = threads or max(1, __import__("torch").get_num_threads())
+    import torch
+
+    threads = threads or max(1, torch.get_num_threads())
     with console.quiet(quiet):
         if method == "quantize":
             return _quantize(predictor, target, dtype, mode, threads)
@@ -101,6 +103,8 @@ def _check_family(predictor, method: str) -> None:
 
 def _quantize(predictor, target: Path, dtype: str, mode: str, threads: int) -> Compressed:
     """Export, quantize, evaluate the int8 graph on the run's splits exactly as `evaluate` will, measure, write."""
+    import torch
+
     from damoxing.core.console import note
     from damoxing.inference.onnx_model import OnnxModel
     from damoxing.inference.run_data import run_data
@@ -120,7 +124,7 @@ def _quantize(predictor, target: Path, dtype: str, mode: str, threads: int) -> C
     predictions: dict = {}
     metrics = predictor.task.evaluate(after, prepared, EvaluationSettings.from_config(predictor.config), contextlib.nullcontext,
                                       predictions=predictions)
-    x = __import__("torch").as_tensor(prepared.x["test"])
+    x = torch.as_tensor(prepared.x["test"])
     flops = forward_flops(predictor.model, x)
     with _scratch_file(graph) as int8_file:
         figures = before_after(Measured(predictor.model, predictor.path / "model.safetensors"),
