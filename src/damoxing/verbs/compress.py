@@ -93,6 +93,10 @@ def _check_family(predictor, method: str) -> None:
     if predictor.model_format != "safetensors":
         raise UserError(f"'{predictor.path}' holds its model as an ONNX graph (model.onnx: a scikit-learn reference or an already "
                         f"quantized run), which compress cannot {method}. Compress the torch run it came from.")
+    if predictor.postprocess is not None:
+        raise UserError(f"'{predictor.path}' applies group thresholds (postprocess.json, `damoxing audit --mitigate`), which were fitted "
+                        "to its model's scores; a compressed model's scores differ. Compress the run it was mitigated from, then audit "
+                        "and mitigate the compressed run.")
     if predictor.task_name not in TASKS:
         raise UserError(f"'{predictor.path}' is a {predictor.task_name} run ({family}); compress measures before and after on "
                         f"test predictions, so it takes {' or '.join(TASKS)} runs.")
