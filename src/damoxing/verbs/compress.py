@@ -59,6 +59,8 @@ def compress(run: str | Path, method: str, *, out: str | Path | None = None, dty
     Raises:
         UserError (exit 2): not a finished run, a method the family cannot take, settings out of range, an --out that exists.
     """
+    import torch
+
     from damoxing.core import console
     from damoxing.inference.predictor import load
     from damoxing.optimize.folder import check_out, default_path
@@ -70,8 +72,6 @@ def compress(run: str | Path, method: str, *, out: str | Path | None = None, dty
     target = check_out(out) or default_path(original, method)
     predictor = load(original)
     _check_family(predictor, method)
-    import torch
-
     threads = threads or max(1, torch.get_num_threads())
     with console.quiet(quiet):
         if method == "quantize":
