@@ -46,7 +46,7 @@ def _overrides(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def train(config: str | Path | dict | None = None, *, out: str | Path | None = None, quiet: bool = False,
-          overrides: Optional[dict[str, Any]] = None, resume: str | Path | None = None, **kwargs: Any) -> Run:
+          overrides: Optional[dict[str, Any]] = None, resume: str | Path | None = None, adapt=None, **kwargs: Any) -> Run:
     """Train, evaluate and save one run.
 
     Args:
@@ -56,6 +56,8 @@ def train(config: str | Path | dict | None = None, *, out: str | Path | None = N
         overrides: dotted keys, e.g. {"train.epochs": 5}; keyword arguments such as
             `train__epochs=5` are the same.
         resume: a run interrupted after a checkpoint (train.checkpoint_every): continue it.
+        adapt: `damoxing compress`'s hook, (model, task, data, train Split) -> (task, train Split) for the
+            loop: it may load starting weights (pruning) or train under another loss (distillation).
     Returns:
         Run with `.path`, `.metrics`, `.config`, `.history`, `.manifest`. Under torchrun every
         process returns, but only rank 0 evaluates and writes; the others' Run has no metrics.
@@ -63,7 +65,7 @@ def train(config: str | Path | dict | None = None, *, out: str | Path | None = N
     from damoxing.training.distributed import launched_rank
 
     with console.quiet(quiet or launched_rank() != 0):  # one process speaks; the setting ends with the call
-        return _train(config, out, overrides, resume, kwargs)
+        return _train(config, out, overrides, resume, kwargs, adapt)
 
 
 @dataclass
@@ -78,13 +80,15 @@ class _Start:
     device: Any
     started: float
     reserved: bool
+    adapt: Any = None  # `damoxing compress`'s hook (see `train`)
 
 
-def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dict[str, Any]) -> Run:
+def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dict[str, Any], adapt=None) -> Run:
     """`train`'s work, inside its quiet setting: start (config, reserved folder), fit, write."""
     from damoxing.runs.folder import release
 
     start = _start(config, out, overrides, resume, kwargs)
+    start.adapt = adapt
     try:
         return _train_started(start)
     except BaseException:
@@ -203,6 +207,9 @@ def _fit(start: _Start, cfg, data, model, task, params: int, trainable: int) -> 
         from damoxing.inference.images import SampleGrids
 
         samples = SampleGrids(data.preprocessing, cfg.train.sample_every, cfg.train.seed)
+    fit_task, fit_train = task, splits["train"]
+    if start.adapt is not None:  # `damoxing compress`: pruned starting weights, or a distillation loss (optimize/)
+        fit_task, fit_train = start.adapt(model, task, data, splits["train"])
     writer, checkpoints = _checkpoints(start, cfg, data)
     meter = None
     if cfg.cost.enabled and start.ctx.is_main:  # rank 0 accounts for the run it writes
@@ -215,7 +222,7 @@ def _fit(start: _Start, cfg, data, model, task, params: int, trainable: int) -> 
     if progress is not None:
         progress.start()
     try:
-        result = fit(model, splits["train"], splits["val"], task, cfg.train, start.device, progress=progress, checkpoints=checkpoints,
+        result = fit(model, fit_train, splits["val"], fit_task, cfg.train, start.device, progress=progress, checkpoints=checkpoints,
                      on_epoch_end=(lambda record: samples.after_epoch(model, record["epoch"])) if samples else None)
     finally:
         if progress is not None:
