@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from damoxing.core.errors import ConfigError, did_you_mean
 
@@ -238,6 +238,56 @@ class ModelConfigBase(StrictModel):
         return cls(size="tiny")
 
 
+class SearchSpace(StrictModel):
+    """One searched config key: a range (low, high; log scale or a step) or a list of choices."""
+
+    low: Optional[int | float] = None
+    high: Optional[int | float] = None
+    log: bool = False
+    step: Optional[int | float] = Field(None, gt=0)
+    choices: Optional[list[Any]] = None
+
+    @model_validator(mode="after")
+    def _valid(self) -> "SearchSpace":
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either choices or low/high, not both")
+            if not self.choices:
+                raise ValueError("choices is empty; list at least one value")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("a range needs both low and high (or give choices: [...])")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) is above high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0 (low is {self.low})")
+        return self
+
+    @property
+    def integer(self) -> bool:
+        """A range of whole numbers (both ends written as integers): sampled as int."""
+        return self.choices is None and isinstance(self.low, int) and isinstance(self.high, int)
+
+
+class TuneConfig(StrictModel):
+    """`damoxing tune`: which config keys to search, what to maximise, how to sample and prune."""
+
+    metric: Optional[str] = Field(None, description="validation metric to optimise (val_loss or val_<metric>); default: train.monitor")
+    direction: Literal["auto", "maximize", "minimize"] = Field("auto", description="auto: maximize accuracy-like metrics, minimize losses")
+    objectives: Optional[list[str]] = Field(None, description="multi-objective search: e.g. [val_accuracy, flops] (flops and params are minimised); returns the Pareto set")
+    sampler: Literal["tpe", "random", "grid", "cmaes"] = "tpe"
+    pruner: Literal["hyperband", "median", "none"] = "hyperband"
+    trials: int = Field(20, ge=1, description="trials to run (in total over every process and rerun of the study)")
+    search: dict[str, SearchSpace] = Field(..., description="dotted config key -> {low, high, log, step} or {choices: [...]}")
+
+    @field_validator("search")
+    @classmethod
+    def _not_empty(cls, value: dict) -> dict:
+        if not value:
+            raise ValueError("the search space is empty; name at least one config key, e.g. train.optimizer.lr: {low: 1.0e-4, high: 0.1, log: true}")
+        return value
+
+
 class ConfigBase(StrictModel):
     name: str = Field("run", pattern=r"^[A-Za-z0-9_.\-]+$")
     task: Optional[str] = Field(None, description="a registered task; inferred from the data when omitted")
@@ -246,6 +296,7 @@ class ConfigBase(StrictModel):
     evaluate: EvaluateConfig = EvaluateConfig()
     cost: CostConfig = CostConfig()
     tracking: TrackingConfig = TrackingConfig()
+    tune: Optional[TuneConfig] = Field(None, description="hyperparameter search for `damoxing tune` (train ignores it)")
 
 
 # ---------------------------------------------------------------------------------------------

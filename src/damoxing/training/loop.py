@@ -107,6 +107,15 @@ def monitor_direction(monitor: str, mode: str) -> str:
     return metric_direction(name)
 
 
+class StopTraining(Exception):
+    """Raised by an `on_epoch_end` callback to end training after this epoch, the run saved as
+    usual; `reason` becomes the run's `stopped` (e.g. 'pruned' for a tuning trial)."""
+
+    def __init__(self, message: str, reason: str = "stopped"):
+        super().__init__(message)
+        self.reason = reason
+
+
 def fit(
     model: torch.nn.Module,
     train: Split,
@@ -208,6 +217,8 @@ def fit(
                 save_checkpoint(checkpoints, session, state, clock, epoch + 1, 0)
     except Diverged as diverged:
         result.stopped, result.message = "diverged", divergence_message(diverged)
+    except StopTraining as stop:  # an on_epoch_end callback ended the run (e.g. a pruned tuning trial)
+        result.stopped, result.message = stop.reason, str(stop)
     except KeyboardInterrupt:
         result.stopped = "interrupted"
         result.message = f"interrupted by the user after {len(state.history)} complete epochs"

@@ -46,7 +46,8 @@ def _overrides(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def train(config: str | Path | dict | None = None, *, out: str | Path | None = None, quiet: bool = False,
-          overrides: Optional[dict[str, Any]] = None, resume: str | Path | None = None, adapt=None, **kwargs: Any) -> Run:
+          overrides: Optional[dict[str, Any]] = None, resume: str | Path | None = None, adapt=None,
+          on_epoch_end=None, score_test: bool = True, **kwargs: Any) -> Run:
     """Train, evaluate and save one run.
 
     Args:
@@ -58,6 +59,9 @@ def train(config: str | Path | dict | None = None, *, out: str | Path | None = N
         resume: a run interrupted after a checkpoint (train.checkpoint_every): continue it.
         adapt: `damoxing compress`'s hook, (model, task, data, train Split) -> (task, train Split) for the
             loop: it may load starting weights (pruning) or train under another loss (distillation).
+        on_epoch_end: called with each epoch's record (losses, validation metrics); it may raise
+            `damoxing.training.loop.StopTraining` to end the run there (saved as usual), e.g. a pruned tuning trial.
+        score_test: False evaluates the validation split only (tuning trials: the test split stays unseen).
     Returns:
         Run with `.path`, `.metrics`, `.config`, `.history`, `.manifest`. Under torchrun every
         process returns, but only rank 0 evaluates and writes; the others' Run has no metrics.
@@ -65,7 +69,7 @@ def train(config: str | Path | dict | None = None, *, out: str | Path | None = N
     from damoxing.training.distributed import launched_rank
 
     with console.quiet(quiet or launched_rank() != 0):  # one process speaks; the setting ends with the call
-        return _train(config, out, overrides, resume, kwargs, adapt)
+        return _train(config, out, overrides, resume, kwargs, {"adapt": adapt, "on_epoch_end": on_epoch_end, "score_test": score_test})
 
 
 @dataclass
@@ -81,14 +85,17 @@ class _Start:
     started: float
     reserved: bool
     adapt: Any = None  # `damoxing compress`'s hook (see `train`)
+    on_epoch_end: Any = None  # `damoxing tune`'s hook: report, prune (see `train`)
+    score_test: bool = True
 
 
-def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dict[str, Any], adapt=None) -> Run:
+def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dict[str, Any], hooks: Optional[dict] = None) -> Run:
     """`train`'s work, inside its quiet setting: start (config, reserved folder), fit, write."""
     from damoxing.runs.folder import release
 
     start = _start(config, out, overrides, resume, kwargs)
-    start.adapt = adapt
+    for name, value in (hooks or {}).items():
+        setattr(start, name, value)
     try:
         return _train_started(start)
     except BaseException:
@@ -223,7 +230,7 @@ def _fit(start: _Start, cfg, data, model, task, params: int, trainable: int) -> 
         progress.start()
     try:
         result = fit(model, fit_train, splits["val"], fit_task, cfg.train, start.device, progress=progress, checkpoints=checkpoints,
-                     on_epoch_end=(lambda record: samples.after_epoch(model, record["epoch"])) if samples else None)
+                     on_epoch_end=_epoch_end(samples, model, start.on_epoch_end))
     finally:
         if progress is not None:
             progress.stop()
@@ -232,6 +239,19 @@ def _fit(start: _Start, cfg, data, model, task, params: int, trainable: int) -> 
     elif result.message and result.stopped != "diverged":  # a divergence is reported as the error below
         (warn if result.stopped == "interrupted" else note)(result.message)
     return _Fitted(result, writer, samples, meter, params, trainable, splits)
+
+
+def _epoch_end(samples, model, hook):
+    """The loop's per-epoch callback: sample grids of a generative run, then the caller's hook."""
+    if samples is None:
+        return hook
+
+    def after_epoch(record: dict) -> None:
+        samples.after_epoch(model, record["epoch"])
+        if hook is not None:
+            hook(record)
+
+    return after_epoch
 
 
 def _checkpoints(start: _Start, cfg, data):
@@ -271,7 +291,8 @@ def _write(start: _Start, cfg, data, model, task, fitted: _Fitted, extra: dict) 
     stage("evaluating on the validation and test rows")
     eval_started = time.perf_counter()
     predictions: dict[str, dict] = {}
-    metrics = evaluate_run(model, task, data, cfg, start.device, predictions=predictions)
+    splits = None if start.score_test else ("val",)  # a tuning trial never sees the test split
+    metrics = evaluate_run(model, task, data, cfg, start.device, predictions=predictions, splits=splits)
     eval_seconds = time.perf_counter() - eval_started
     cost = _cost_block(start, cfg, model, task, data, fitted, eval_seconds)
 
@@ -355,7 +376,7 @@ def choose_defaults(cfg, data):
     return cfg.model_copy(update={"train": train_config}), chosen
 
 
-def evaluate_run(model, task, data, cfg, device, predictions: Optional[dict] = None) -> dict:
+def evaluate_run(model, task, data, cfg, device, predictions: Optional[dict] = None, splits=None) -> dict:
     """metrics.json of a trained model: the task's own `evaluate` (the one `damoxing evaluate RUN` uses),
     with the run's `evaluate:` settings, seed and evaluation batch size.
 
@@ -365,7 +386,8 @@ def evaluate_run(model, task, data, cfg, device, predictions: Optional[dict] = N
     from damoxing.models.runtime import autocast_context
     from damoxing.tasks import EvaluationSettings
 
-    return task.evaluate(model, data, EvaluationSettings.from_config(cfg), autocast_context(cfg.train, device), predictions=predictions)
+    extra = {} if splits is None else {"splits": splits}
+    return task.evaluate(model, data, EvaluationSettings.from_config(cfg), autocast_context(cfg.train, device), predictions=predictions, **extra)
 
 
 def write_run_report(folder: Path, final_path: Path) -> None:
