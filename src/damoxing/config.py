@@ -120,6 +120,24 @@ GRID_G_PER_KWH: dict[str, float] = {
 _EVERY = re.compile(r"^\s*(\d+)\s*(epochs?|steps?)\s*$")
 
 
+class PrivacyConfig(StrictModel):
+    """Differentially private training (DP-SGD with opacus): per-sample gradient clipping and noise
+    sized so the whole run spends at most `epsilon` (trust/privacy.py)."""
+
+    epsilon: float = Field(..., gt=0, description="the privacy budget of the whole run (smaller: more private, less accurate)")
+    delta: Literal["auto"] | float = Field("auto", description="the delta of (epsilon, delta)-DP; auto: min(1e-5, 1 / (10 N)), below 1/N for N training rows")
+    max_grad_norm: float = Field(1.0, gt=0, description="each sample's gradient is clipped to this L2 norm")
+    accountant: Literal["prv", "rdp"] = Field("prv", description="how spent epsilon is computed: prv (tighter) or rdp")
+    physical_batch_size: Optional[int] = Field(None, ge=1, description="rows per forward/backward pass (memory); the logical batch is still train.batch_size")
+
+    @field_validator("delta")
+    @classmethod
+    def _delta(cls, value: Any) -> Any:
+        if value != "auto" and not 0 < float(value) < 1:
+            raise ValueError(f"must be 'auto' or a number in (0, 1) (well below 1/N for N training rows), not {value}")
+        return value
+
+
 class TrainConfig(StrictModel):
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -152,6 +170,7 @@ class TrainConfig(StrictModel):
     fsdp_min_params: int = Field(500_000_000, ge=1, description="distributed auto: shard models with at least this many parameters")
     checkpoint_every: Optional[str] = Field(
         None, description="write a resumable checkpoint every 'N epochs' or 'N steps' (a bare number means epochs); resume with `damoxing train --resume RUN`")
+    privacy: Optional[PrivacyConfig] = Field(None, description="differential privacy (DP-SGD): {epsilon: 3.0, delta: auto, max_grad_norm: 1.0, accountant: prv, physical_batch_size: N}")
 
     @field_validator("checkpoint_every", mode="before")
     @classmethod

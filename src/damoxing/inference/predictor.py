@@ -48,6 +48,10 @@ class Predictor:
             self.model = OnnxModel.load(self.path / "model.onnx")
         else:
             self.model = create_model(self.config.model, self.schema)
+            if self.config.train.privacy is not None:  # trained with DP-SGD: the same DP-trainable layers it was saved with
+                from damoxing.models.private_layers import replace_private_layers
+
+                self.model, _ = replace_private_layers(self.model)
             state = load_file(str(self.path / "model.safetensors"))
             try:
                 self.model.load_state_dict(state)

@@ -139,6 +139,11 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
 
         init_report = load_init_weights(model, Path(cfg.model.init_from) / "model.safetensors")
         note(describe(init_report))
+    private = None
+    if cfg.train.privacy is not None:  # DP-SGD (trust/privacy.py): refuse what cannot work, replace layers it cannot train
+        from damoxing.trust.privacy import prepare_private
+
+        model, private = prepare_private(cfg.train, model, len(data.x["train"]), ctx.world)
     params, trainable = count_parameters(model)
     note(f"{cfg.name}: {cfg.model.type} ({params:,} parameters) on {data.source}, task {data.task}, "
          f"{data.summary['split_rows']['train']} training rows, device {device}")
@@ -177,8 +182,10 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
         progress.start()
     try:
         result = fit(model, splits["train"], splits["val"], task, cfg.train, device, progress=progress, checkpoints=checkpoints,
-                     on_epoch_end=(lambda record: samples.after_epoch(model, record["epoch"])) if samples else None)
+                     on_epoch_end=(lambda record: samples.after_epoch(model, record["epoch"])) if samples else None, private=private)
     finally:
+        if private is not None:
+            private.close()
         if progress is not None:
             progress.stop()
     if not ctx.is_main:  # rank 0 evaluates and writes the run folder
@@ -228,6 +235,9 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
         manifest["model"].update(model.run_info())
     if cost is not None:
         manifest["cost"] = cost
+    if private is not None:
+        manifest["privacy"] = private.summary()
+        note(f"privacy: epsilon {manifest['privacy']['epsilon']:.3f} spent (target {cfg.train.privacy.epsilon:g}), delta {private.delta:.2g}")
     writer.write_json("manifest.json", manifest)
     if cfg.tracking.report:
         write_run_report(writer.tmp, writer.path)

@@ -1,0 +1,38 @@
+"""Layers differential privacy cannot train, replaced by ones it can (opacus's ModuleValidator.fix).
+
+DP-SGD needs each sample's own gradient. BatchNorm mixes the samples of a batch, so it becomes
+GroupNorm; nn.LSTM / nn.GRU / nn.MultiheadAttention have fused kernels opacus cannot look into, so
+they become opacus's DPLSTM / DPGRU / DPMultiheadAttention (same parameters, unfused). A run trained
+with `train.privacy` holds the replaced architecture's weights; since its config.yaml records
+`train.privacy`, the predictor applies the same replacement before loading them
+(inference/predictor.py), so the run loads through the normal registry.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from damoxing.core.errors import ConfigError
+
+
+def replace_private_layers(model: torch.nn.Module) -> tuple[torch.nn.Module, list[dict]]:
+    """(the model with DP-compatible layers, [{"layer", "from", "to"}] for every replaced one).
+
+    Raises ConfigError naming each layer opacus still cannot train after the replacement, and why."""
+    from opacus.validators import ModuleValidator
+
+    before = {name: type(module).__name__ for name, module in model.named_modules()}
+    logging.getLogger("opacus").setLevel(logging.WARNING)  # fix() logs every replacement at INFO
+    fixed = ModuleValidator.fix(model) if ModuleValidator.validate(model, strict=False) else model
+    replaced = [{"layer": name, "from": before[name], "to": type(module).__name__}
+                for name, module in fixed.named_modules() if name in before and before[name] != type(module).__name__]
+    replaced = [r for r in replaced if not any(r["layer"].startswith(o["layer"] + ".") for o in replaced if o is not r)]
+    errors = ModuleValidator.validate(fixed, strict=False)
+    if errors:
+        reasons = "; ".join(str(e).strip().splitlines()[0] for e in errors[:5])
+        raise ConfigError(f"train.privacy: model '{type(model).__name__}' cannot be trained with differential privacy: {reasons}. "
+                          "DP-SGD needs each sample's own gradient; use a family built from Linear/Conv/Embedding/norm layers "
+                          "(mlp, cnn, rnn, transformer), or drop train.privacy.")
+    return fixed, replaced
