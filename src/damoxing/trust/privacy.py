@@ -28,7 +28,7 @@ from typing import Iterator, Optional
 
 import torch
 
-from damoxing.config import PrivacyConfig, TrainConfig
+from damoxing.config import TrainConfig
 from damoxing.core.console import warn
 from damoxing.core.errors import ConfigError
 from damoxing.models.protocols import OwnsUpdate
