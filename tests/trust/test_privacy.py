@@ -103,3 +103,10 @@ def test_delta_not_below_one_over_n_warns(tmp_path, capsys):
     run = train(dp_config({"epsilon": 8.0, "delta": 0.01}, epochs=1), out=tmp_path / "d")
     assert run.manifest["privacy"]["delta"] == 0.01
     assert "1/N" in capsys.readouterr().err
+
+
+def test_report_shows_the_privacy_block(mlp_run, tmp_path):
+    from damoxing.report.html import write_report
+
+    html = write_report(mlp_run.path, tmp_path / "r.html").read_text()
+    assert "<h2>Privacy</h2>" in html and "noise_multiplier" in html and "target_epsilon" in html
