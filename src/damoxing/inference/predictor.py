@@ -48,7 +48,7 @@ class Predictor:
             self.model = OnnxModel.load(self.path / "model.onnx")
         else:
             self.model = create_model(self.config.model, self.schema)
-            if self.config.train.privacy is not None:  # trained with DP-SGD: the same DP-trainable layers it was saved with
+            if self.config.train.privacy is not None and self.config.train.federated is None:  # trained with DP-SGD: the same DP-trainable layers it was saved with
                 from damoxing.models.private_layers import replace_private_layers
 
                 self.model, _ = replace_private_layers(self.model)

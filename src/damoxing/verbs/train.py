@@ -139,8 +139,13 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
 
         init_report = load_init_weights(model, Path(cfg.model.init_from) / "model.safetensors")
         note(describe(init_report))
-    private = None
-    if cfg.train.privacy is not None:  # DP-SGD (trust/privacy.py): refuse what cannot work, replace layers it cannot train
+    splits = {k: Split(torch.as_tensor(data.x[k]), None if data.y[k] is None else torch.as_tensor(data.y[k])) for k in data.x}
+    private, federation = None, None
+    if cfg.train.federated is not None:  # federated averaging over simulated clients (trust/federated.py)
+        from damoxing.trust.federated import Federation
+
+        federation = Federation(cfg.train, model, splits, task, device, ctx.world)
+    elif cfg.train.privacy is not None:  # DP-SGD (trust/privacy.py): refuse what cannot work, replace layers it cannot train
         from damoxing.trust.privacy import prepare_private
 
         model, private = prepare_private(cfg.train, model, len(data.x["train"]), ctx.world)
@@ -148,7 +153,6 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
     note(f"{cfg.name}: {cfg.model.type} ({params:,} parameters) on {data.source}, task {data.task}, "
          f"{data.summary['split_rows']['train']} training rows, device {device}")
 
-    splits = {k: Split(torch.as_tensor(data.x[k]), None if data.y[k] is None else torch.as_tensor(data.y[k])) for k in data.x}
     samples = None
     if data.task == "generation" and data.schema.kind == "image":  # fixed-seed sample grids, written with the run
         from damoxing.inference.images import SampleGrids
@@ -181,8 +185,11 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
     if progress is not None:
         progress.start()
     try:
-        result = fit(model, splits["train"], splits["val"], task, cfg.train, device, progress=progress, checkpoints=checkpoints,
-                     on_epoch_end=(lambda record: samples.after_epoch(model, record["epoch"])) if samples else None, private=private)
+        if federation is not None:
+            result = federation.fit(model, splits["train"], splits["val"], progress)
+        else:
+            result = fit(model, splits["train"], splits["val"], task, cfg.train, device, progress=progress, checkpoints=checkpoints,
+                         on_epoch_end=(lambda record: samples.after_epoch(model, record["epoch"])) if samples else None, private=private)
     finally:
         if private is not None:
             private.close()
@@ -198,6 +205,8 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
     eval_started = time.perf_counter()
     predictions: dict[str, dict] = {}
     metrics = evaluate_run(model, task, data, cfg, device, predictions=predictions)
+    if federation is not None and len(splits.get("test", [])):  # the final model on each client's part of the test split
+        metrics["federated"] = federation.client_scores(model, splits["test"])
     eval_seconds = time.perf_counter() - eval_started
     cost = None
     if meter is not None:
@@ -235,6 +244,8 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
         manifest["model"].update(model.run_info())
     if cost is not None:
         manifest["cost"] = cost
+    if federation is not None:
+        manifest["federated"] = federation.summary()
     if private is not None:
         manifest["privacy"] = private.summary()
         note(f"privacy: epsilon {manifest['privacy']['epsilon']:.3f} spent (target {cfg.train.privacy.epsilon:g}), delta {private.delta:.2g}")
