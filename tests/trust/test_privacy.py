@@ -110,3 +110,22 @@ def test_report_shows_the_privacy_block(mlp_run, tmp_path):
 
     html = write_report(mlp_run.path, tmp_path / "r.html").read_text()
     assert "<h2>Privacy</h2>" in html and "noise_multiplier" in html and "target_epsilon" in html
+
+
+@pytest.mark.slow
+def test_compare_draws_a_privacy_sweep(tmp_path):
+    from damoxing.api import compare, train
+    from damoxing.report.compare import build_page
+
+    runs = {name: train(dp_config(privacy, epochs=1), out=tmp_path / name, quiet=True).path
+            for name, privacy in (("eps1", {"epsilon": 1.0}), ("eps8", {"epsilon": 8.0}))}
+    plain = dp_config(None, epochs=1)
+    plain["train"].pop("privacy")
+    runs["plain"] = train(plain, out=tmp_path / "plain", quiet=True).path
+    result = compare(list(runs.values()), write=False)
+    sweep = result.extra["privacy_sweep"]
+    assert [p["epsilon"] for p in sweep["points"]] == [1.0, 8.0, None]
+    assert sweep["points"][0]["spent"] <= 1.0 * 1.001
+    assert "Price of privacy" in build_page(result, {})
+    other = train(dp_config({"epsilon": 4.0}, epochs=1, batch_size=32), out=tmp_path / "other", quiet=True).path
+    assert "privacy_sweep" not in compare([runs["eps1"], other], write=False).extra  # differs in more than epsilon
