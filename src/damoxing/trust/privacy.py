@@ -136,8 +136,8 @@ class PoissonBatches:
         return len(self.loader)
 
     def batches(self, order: torch.Tensor, start: int = 0) -> Iterator[tuple[torch.Tensor, Optional[torch.Tensor]]]:
-        for (rows,) in self.loader:  # the loop's permutation is unused: Poisson sampling is the order
-            rows = rows.to(self.x.device)
+        for indices in self.loader.batch_sampler:  # opacus's Poisson sampler; the loop's permutation is unused
+            rows = torch.as_tensor(indices, dtype=torch.long, device=self.x.device)  # gathered here: no per-row collate
             x = self.x[rows].to(self.device, non_blocking=True)
             yield x, None if self.y is None else self.y[rows].to(self.device, non_blocking=True)
 
