@@ -51,7 +51,7 @@ class Predictor:
             if self.config.train.privacy is not None and self.config.train.federated is None:  # trained with DP-SGD: the same DP-trainable layers it was saved with
                 from damoxing.models.private_layers import replace_private_layers
 
-                self.model, _ = replace_private_layers(self.model)
+                self.model, _ = replace_private_layers(self.model, for_loading=True)
             state = load_file(str(self.path / "model.safetensors"))
             try:
                 self.model.load_state_dict(state)

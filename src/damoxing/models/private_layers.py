@@ -17,14 +17,29 @@ import torch
 from damoxing.core.errors import ConfigError
 
 
-def replace_private_layers(model: torch.nn.Module) -> tuple[torch.nn.Module, list[dict]]:
+SAME_WEIGHTS = (torch.nn.LSTM, torch.nn.GRU)  # opacus's DPLSTM/DPGRU: the same parameters under the same names, unfused
+
+
+def replace_private_layers(model: torch.nn.Module, for_loading: bool = False) -> tuple[torch.nn.Module, list[dict]]:
     """(the model with DP-compatible layers, [{"layer", "from", "to"}] for every replaced one).
 
-    Raises ConfigError naming each layer opacus still cannot train after the replacement, and why."""
+    `for_loading`: only the replacements that change the weights (norms, attention); an LSTM/GRU
+    trained as DPLSTM/DPGRU loads into the plain torch layer (`private_state_dict` saves its weights
+    under nn.LSTM's names). Raises ConfigError naming each layer opacus still cannot train after
+    the replacement, and why."""
     from opacus.validators import ModuleValidator
 
     before = {name: type(module).__name__ for name, module in model.named_modules()}
     logging.getLogger("opacus").setLevel(logging.WARNING)  # fix() logs every replacement at INFO
+    if for_loading:
+        fixers = dict(ModuleValidator.FIXERS)
+        for kind in SAME_WEIGHTS:
+            ModuleValidator.FIXERS.pop(kind, None)
+        try:
+            return (ModuleValidator.fix(model) if ModuleValidator.validate(model, strict=False) else model), []
+        finally:
+            ModuleValidator.FIXERS.clear()
+            ModuleValidator.FIXERS.update(fixers)
     fixed = ModuleValidator.fix(model) if ModuleValidator.validate(model, strict=False) else model
     replaced = [{"layer": name, "from": before[name], "to": type(module).__name__}
                 for name, module in fixed.named_modules() if name in before and before[name] != type(module).__name__]
@@ -36,3 +51,15 @@ def replace_private_layers(model: torch.nn.Module) -> tuple[torch.nn.Module, lis
                           "DP-SGD needs each sample's own gradient; use a family built from Linear/Conv/Embedding/norm layers "
                           "(mlp, cnn, rnn, transformer), or drop train.privacy.")
     return fixed, replaced
+
+
+def private_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights to save: a DPLSTM/DPGRU lists each of its parameters twice (nn.LSTM's name and
+    its own submodule's, one tensor); the first name, nn.LSTM's, is kept."""
+    seen, out = set(), {}
+    for name, tensor in model.state_dict().items():
+        key = (tensor.data_ptr(), tuple(tensor.shape), tensor.dtype) if tensor.numel() else (name,)
+        if key not in seen:
+            seen.add(key)
+            out[name] = tensor
+    return out

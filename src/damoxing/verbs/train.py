@@ -223,7 +223,12 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
     from safetensors.torch import save_file
 
     model.to("cpu")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(writer.file("model.safetensors")))
+    weights = model.state_dict()
+    if private is not None:  # DP layers: each weight once, under the torch layer's name
+        from damoxing.models.private_layers import private_state_dict
+
+        weights = private_state_dict(model)
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(writer.file("model.safetensors")))
     writer.write_text("config.yaml", dump_config(cfg))
     writer.write_json("preprocessing.json", data.preprocessing.to_dict())
     for name, text in data.preprocessing.files().items():  # e.g. tokenizer.json
