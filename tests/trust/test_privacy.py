@@ -47,6 +47,7 @@ def test_private_run_still_learns_and_reloads(mlp_run):
     assert again["metrics"]["accuracy"] == pytest.approx(mlp_run.metrics["test"]["accuracy"])
 
 
+@pytest.mark.slow
 def test_tighter_budget_means_more_noise(tmp_path):
     from damoxing.api import train
 
@@ -57,6 +58,7 @@ def test_tighter_budget_means_more_noise(tmp_path):
     assert tight["accountant"] == "rdp"
 
 
+@pytest.mark.slow
 def test_batchnorm_is_replaced_recorded_and_the_run_reloads(tmp_path):
     import torch
 
@@ -129,3 +131,32 @@ def test_compare_draws_a_privacy_sweep(tmp_path):
     assert "Price of privacy" in build_page(result, {})
     other = train(dp_config({"epsilon": 4.0}, epochs=1, batch_size=32), out=tmp_path / "other", quiet=True).path
     assert "privacy_sweep" not in compare([runs["eps1"], other], write=False).extra  # differs in more than epsilon
+
+
+@pytest.fixture
+def sequences(tmp_path):
+    import numpy as np
+
+    x = np.random.default_rng(0).normal(size=(200, 8, 2))
+    np.savez(tmp_path / "seq.npz", x=x, y=np.where(x[:, :, 0].mean(1) > 0, "up", "down"))
+    return str(tmp_path / "seq.npz")
+
+
+@pytest.mark.slow
+def test_an_lstm_trains_as_dplstm_and_reloads_as_an_lstm(tmp_path, sequences):
+    import torch
+
+    from damoxing.api import evaluate, load, train
+
+    run = train(dp_config({"epsilon": 8.0}, model={"type": "rnn", "size": "tiny", "cell": "lstm"}, source=sequences, epochs=1),
+                out=tmp_path / "lstm", quiet=True)
+    assert run.manifest["privacy"]["replaced_layers"] == [{"layer": "rnn", "from": "LSTM", "to": "DPLSTM"}]
+    assert isinstance(load(run.path).model.rnn, torch.nn.LSTM)  # the same weights, under nn.LSTM's names
+    assert evaluate(run.path)["metrics"]["accuracy"] == pytest.approx(run.metrics["test"]["accuracy"])
+
+
+def test_a_model_opacus_cannot_train_is_refused_naming_the_layer(cli, tmp_path, sequences):
+    path = write_yaml(tmp_path / "c.yaml", dp_config({"epsilon": 1}, model={"type": "transformer", "size": "tiny"}, source=sequences, epochs=1))
+    result = cli("train", path, "--out", tmp_path / "run")
+    assert result.code == 2 and "Traceback" not in result.err
+    assert "TransformerEncoder" in result.err and "differential privacy" in result.err

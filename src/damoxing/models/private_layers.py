@@ -44,12 +44,14 @@ def replace_private_layers(model: torch.nn.Module, for_loading: bool = False) ->
     replaced = [{"layer": name, "from": before[name], "to": type(module).__name__}
                 for name, module in fixed.named_modules() if name in before and before[name] != type(module).__name__]
     replaced = [r for r in replaced if not any(r["layer"].startswith(o["layer"] + ".") for o in replaced if o is not r)]
-    errors = ModuleValidator.validate(fixed, strict=False)
+    from opacus.grad_sample import GradSampleModule
+
+    errors = ModuleValidator.validate(fixed, strict=False) + GradSampleModule.validate(fixed, strict=False)
     if errors:
-        reasons = "; ".join(str(e).strip().splitlines()[0] for e in errors[:5])
+        reasons = "; ".join(reason(e) for e in errors[:5])
         raise ConfigError(f"train.privacy: model '{type(model).__name__}' cannot be trained with differential privacy: {reasons}. "
-                          "DP-SGD needs each sample's own gradient; use a family built from Linear/Conv/Embedding/norm layers "
-                          "(mlp, cnn, rnn, transformer), or drop train.privacy.")
+                          "DP-SGD needs each sample's own gradient; use a family built from standard layers "
+                          "(linear, mlp, cnn, rnn), or drop train.privacy.")
     return fixed, replaced
 
 
@@ -63,3 +65,10 @@ def private_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
             seen.add(key)
             out[name] = tensor
     return out
+
+
+def reason(error: Exception) -> str:
+    """opacus's complaint in one line: what it refuses and which module (its repr cut to the name)."""
+    text = " ".join(str(error).split()).replace("buffersthat", "buffers that")
+    what, _, module = text.partition("(:")
+    return f"{what.strip()} ({module.split('(')[0]})" if module else what[:300]
