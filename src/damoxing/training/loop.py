@@ -126,11 +126,14 @@ def fit(
     progress=None,
     on_epoch_end: Optional[Callable[[dict], None]] = None,
     checkpoints: Optional[Checkpointer] = None,
+    private=None,
 ) -> FitResult:
     """Train `model` on `train`, monitoring `val`; returns the history and why it stopped.
 
     The model ends with the best epoch's weights (by `config.monitor`) when `restore_best` is on.
     With `checkpoints`, writes resumable checkpoints and, if it holds one, continues from it.
+    `private` (trust/privacy.py's PrivateTraining, train.privacy) makes it DP-SGD: it wraps the
+    optimizer and the batches before the loop, the step, and adds the epsilon spent to each epoch.
     """
     # -- the model and the data on the device; with several processes, DDP or FSDP around the model
     ctx = dist.current()
@@ -154,10 +157,13 @@ def fit(
                       LossWindow(config.grad_accum_steps, ctx.active))
     shuffle = torch.Generator(device=batches.order_device).manual_seed(config.seed)  # the same permutation in every process
     session = Session(module, build_optimizers(model, module, config, ctx), shuffle, batches, device, ctx)
+    if private is not None:  # DP-SGD: per-sample clipping and noise, Poisson-sampled batches
+        batches = private.wrap(model, session.optimizers, batches, train, device)
     micro_batches, accum = len(batches), config.grad_accum_steps
     rates = LearningRates(session.optimizers.values(), config, math.ceil(micro_batches / accum), state.plateau)
     autocast = autocast_context(config, device)
     step = choose_step(model, module, task, session.optimizers, config, autocast, rates, device)
+    step = private.step(step) if private is not None else step
     start_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}  # kept if epoch 1 diverges
     result = FitResult(monitor=monitor, data_path=batches.path, strategy=strategy)
     if checkpoints is not None and checkpoints.resume is not None:
@@ -199,6 +205,8 @@ def fit(
             if val is not None:
                 record.update(validate(eval_module, val, task, config, autocast, device))
             record["seconds"] = time.perf_counter() - epoch_start
+            if private is not None:
+                record.update(private.epoch_record())
             state.history.append(record)
             score = monitored(record, monitor)
             if config.schedule.name == "reduce_on_plateau":  # other schedules never cut the lr on a plateau

@@ -180,10 +180,15 @@ def _train_started(start: _Start) -> Run:
 
         init_report = load_init_weights(model, Path(cfg.model.init_from) / "model.safetensors")
         note(describe(init_report))
+    private = None
+    if cfg.train.privacy is not None and cfg.train.federated is None:  # DP-SGD (trust/privacy.py): refuse what cannot work, replace layers it cannot train
+        from damoxing.trust.privacy import prepare_private
+
+        model, private = prepare_private(cfg.train, model, len(data.x["train"]), start.ctx.world)
     params, trainable = count_parameters(model)
     note(f"{cfg.name}: {cfg.model.type} ({params:,} parameters) on {data.source}, task {data.task}, "
          f"{data.summary['split_rows']['train']} training rows, device {start.device}")
-    fitted = _fit(start, cfg, data, model, task, params, trainable)
+    fitted = _fit(start, cfg, data, model, task, params, trainable, private)
     if not start.ctx.is_main:  # rank 0 evaluates and writes the run folder
         return Run(path=path, metrics={}, config=cfg, history=fitted.result.history)
     extra = {"chosen_defaults": chosen_defaults, "init_report": init_report, "load_seconds": load_seconds}
@@ -199,9 +204,11 @@ class _Fitted:
     params: int
     trainable: int
     splits: dict
+    private: Any = None  # trust/privacy.py's PrivateTraining (train.privacy)
+    federation: Any = None  # trust/federated.py's Federation (train.federated)
 
 
-def _fit(start: _Start, cfg, data, model, task, params: int, trainable: int) -> _Fitted:
+def _fit(start: _Start, cfg, data, model, task, params: int, trainable: int, private=None) -> _Fitted:
     """Checkpoints, the cost meter and the training loop itself."""
     import torch
 
@@ -217,6 +224,11 @@ def _fit(start: _Start, cfg, data, model, task, params: int, trainable: int) -> 
     fit_task, fit_train = task, splits["train"]
     if start.adapt is not None:  # `damoxing compress`: pruned starting weights, or a distillation loss (optimize/)
         fit_task, fit_train = start.adapt(model, task, data, splits["train"])
+    federation = None
+    if cfg.train.federated is not None:  # federated averaging over simulated clients (trust/federated.py)
+        from damoxing.trust.federated import Federation
+
+        federation = Federation(cfg.train, model, {"train": fit_train}, fit_task, start.device, start.ctx.world)
     writer, checkpoints = _checkpoints(start, cfg, data)
     meter = None
     if cfg.cost.enabled and start.ctx.is_main:  # rank 0 accounts for the run it writes
@@ -229,16 +241,21 @@ def _fit(start: _Start, cfg, data, model, task, params: int, trainable: int) -> 
     if progress is not None:
         progress.start()
     try:
-        result = fit(model, fit_train, splits["val"], fit_task, cfg.train, start.device, progress=progress, checkpoints=checkpoints,
-                     on_epoch_end=_epoch_end(samples, model, start.on_epoch_end))
+        if federation is not None:
+            result = federation.fit(model, fit_train, splits["val"], progress)
+        else:
+            result = fit(model, fit_train, splits["val"], fit_task, cfg.train, start.device, progress=progress, checkpoints=checkpoints,
+                         on_epoch_end=_epoch_end(samples, model, start.on_epoch_end), private=private)
     finally:
+        if private is not None:
+            private.close()  # the per-sample hooks come off: a plain model is evaluated and saved
         if progress is not None:
             progress.stop()
     if not start.ctx.is_main:
         dist.shutdown()
     elif result.message and result.stopped != "diverged":  # a divergence is reported as the error below
         (warn if result.stopped == "interrupted" else note)(result.message)
-    return _Fitted(result, writer, samples, meter, params, trainable, splits)
+    return _Fitted(result, writer, samples, meter, params, trainable, splits, private, federation)
 
 
 def _epoch_end(samples, model, hook):
@@ -293,6 +310,8 @@ def _write(start: _Start, cfg, data, model, task, fitted: _Fitted, extra: dict) 
     predictions: dict[str, dict] = {}
     splits = None if start.score_test else ("val",)  # a tuning trial never sees the test split
     metrics = evaluate_run(model, task, data, cfg, start.device, predictions=predictions, splits=splits)
+    if fitted.federation is not None and start.score_test and len(fitted.splits.get("test", [])):  # each client's test part
+        metrics["federated"] = fitted.federation.client_scores(model, fitted.splits["test"])
     eval_seconds = time.perf_counter() - eval_started
     cost = _cost_block(start, cfg, model, task, data, fitted, eval_seconds)
 
@@ -311,6 +330,11 @@ def _write(start: _Start, cfg, data, model, task, fitted: _Fitted, extra: dict) 
         manifest["model"].update(model.run_info())
     if cost is not None:
         manifest["cost"] = cost
+    if fitted.federation is not None:
+        manifest["federated"] = fitted.federation.summary()
+    if fitted.private is not None:
+        manifest["privacy"] = fitted.private.summary()
+        note(f"privacy: epsilon {manifest['privacy']['epsilon']:.3f} spent (target {cfg.train.privacy.epsilon:g}), delta {fitted.private.delta:.2g}")
     writer.write_manifest(manifest)
     if cfg.tracking.report:
         write_run_report(writer.tmp, writer.path)
@@ -348,7 +372,12 @@ def _write_files(writer, path: Path, cfg, data, model, metrics, result, samples,
     writer.discard("checkpoints")  # the run is complete: nothing left to resume
     model.to("cpu")
     try:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(writer.file("model.safetensors")))
+        weights = model.state_dict()
+        if cfg.train.privacy is not None and cfg.train.federated is None:  # DP layers: each weight once, under the torch layer's name
+            from damoxing.models.private_layers import private_state_dict
+
+            weights = private_state_dict(model)
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(writer.file("model.safetensors")))
         np.savez(writer.file("splits.npz"), **{k: v.astype(np.int64) for k, v in data.indices.items()})
         if samples is not None:
             samples.write(model, writer.tmp)
