@@ -37,7 +37,8 @@ class PreprocessConfig(StrictModel):
     numeric_impute: Literal["mean", "median"] = "mean"
     scaling: Literal["standard", "minmax", "none"] = "standard"
     categorical: Literal["onehot", "ordinal"] = "onehot"
-    max_categories: int = Field(100, ge=1)
+    max_categories: int = Field(100, ge=1, description="a categorical column keeps at most this many of its most frequent values; the rest share one '<other>' input")
+    min_category_count: int = Field(1, ge=1, description="a category seen fewer times than this in the training rows goes to '<other>'")
     image: Literal["standard", "minmax", "none"] = "standard"
     scale_target: bool = Field(True, description="standardize a regression target while training")
 
@@ -59,6 +60,8 @@ class DataConfig(StrictModel):
     labels: Optional[str] = Field(None, description="labels file for .npy / IDX images")
     features: Optional[list[str]] = Field(None, description="input columns; default: every column but the target")
     exclude: list[str] = Field(default_factory=list, description="table columns kept out of the model's inputs (e.g. a sensitive attribute that `damoxing audit` still reads from the data)")
+    columns: dict[str, Literal["numeric", "categorical", "text", "date", "drop"]] = Field(
+        default_factory=dict, description="a table column's kind, overriding the automatic choice: {NAME: numeric | categorical | text | date | drop}")
     split: SplitConfig = SplitConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     text: Optional[str] = Field(None, description="the text column of a CSV/Parquet table, for text models (rnn, transformer, gpt); default: the only column besides the target")
