@@ -209,7 +209,7 @@ def parse_dates(values: pd.Series, date_format: Optional[str]) -> pd.Series:
 def date_parts(stamps: pd.Series, parts: list[str]) -> np.ndarray:
     """(N, len(parts)) float64: the named parts of UTC timestamps, NaN where a timestamp is missing."""
     dt = stamps.dt
-    columns = {"year": dt.year, "month": dt.month, "day_of_week": dt.dayofweek, "day_of_year": dt.dayofyear,
+    columns = {"year": dt.year, "month": dt.month, "day_of_week": dt.day_of_week, "day_of_year": dt.day_of_year,
                "hour": dt.hour}
     return np.column_stack([columns[p].to_numpy(dtype=np.float64, na_value=np.nan) for p in parts])
 
@@ -240,8 +240,8 @@ def finish_plan(plan: ColumnPlan, fitted_columns: list[dict[str, Any]], max_cate
             kept, other = len(col["categories"]), int(col.get("other", 0))
             c.action = f"{kept} categories" + (f", {other} others -> {col.get('bucket')}" if other else "")
             if other and c.distinct > max_categories:
-                warn(f"column '{c.name}' has {c.distinct} distinct values: the {kept} most frequent are kept and "
-                     f"{other} others share the input '{c.name}={col.get('bucket')}' (data.preprocess.max_categories: "
+                warn(f"column '{c.name}' has {c.distinct} distinct values: the {kept} most frequent in the training rows are "
+                     f"kept and {other} others share the input '{c.name}={col.get('bucket')}' (data.preprocess.max_categories: "
                      f"{max_categories}, min_category_count: {min_count}). Raise max_categories to keep more, or set "
                      f"data.columns: {{{c.name}: drop}}.")
         if c.bad_cells and c.kind == "date":
