@@ -10,20 +10,41 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional
+import types
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from damoxing.core.errors import ConfigError, did_you_mean
 
 Size = Literal["tiny", "small", "base"]
 
 
+Widths = list[Annotated[int, Field(ge=1)]]  # layer widths / channels: a 0 would build a model that learns nothing
+
+
+def _takes_number(annotation: Any) -> bool:
+    """int or float (or Optional of one), where true/false would silently read as 1/0."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        return any(_takes_number(a) for a in get_args(annotation) if a is not type(None))
+    return annotation in (int, float)
+
+
 class StrictModel(BaseModel):
-    """Base for every config section: unknown keys are errors."""
+    """Base for every config section: unknown keys are errors, and true/false is not a number."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, value in data.items():
+                field = cls.model_fields.get(key) if isinstance(key, str) else None
+                if isinstance(value, bool) and field is not None and _takes_number(field.annotation):
+                    raise ValueError(f"'{key}' must be a number, not {str(value).lower()} (true/false is not read as 1/0)")
+        return data
 
 
 class SplitConfig(StrictModel):
