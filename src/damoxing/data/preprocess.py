@@ -243,9 +243,10 @@ class TabularPreprocessor:
             "scaling": self.scaling,
             "categorical": self.categorical,
             "max_categories": self.max_categories,
-            "min_category_count": self.min_category_count,
             "columns_": [dict(c) for c in self.columns_],
             "feature_names_out_": list(self.feature_names_out_),
+            # written only when set, so preprocessing saved before it existed reads back and writes the same JSON
+            **({"min_category_count": self.min_category_count} if self.min_category_count != 1 else {}),
         }
 
     @classmethod
