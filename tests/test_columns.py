@@ -55,11 +55,11 @@ def test_each_column_is_understood(capsys):
 
 def test_integers_are_an_id_only_when_nearly_unique_and_id_like():
     rng = np.random.default_rng(1)
-    frame = pd.DataFrame({"customer_id": rng.permutation(500) * 7, "count": rng.integers(0, 10**9, 500),
+    frame = pd.DataFrame({"customer_id": rng.permutation(500) * 7, "Unnamed: 0": np.arange(500), "step": np.arange(500),
                           "age": rng.integers(18, 90, 500), "score": rng.normal(size=500)})
     kinds = {c.name: c.kind for c in understand_columns(frame, list(frame.columns), {}).columns}
-    # named like an id -> id; nearly unique but spread over a huge range -> a number; repeating -> a number
-    assert kinds == {"customer_id": "id", "count": "numeric", "age": "numeric", "score": "numeric"}
+    # named like an id (or a saved pandas index) -> id; unique but named like a quantity -> a number
+    assert kinds == {"customer_id": "id", "Unnamed: 0": "id", "step": "numeric", "age": "numeric", "score": "numeric"}
 
 
 def test_free_text_and_overrides():
@@ -107,7 +107,8 @@ def test_train_shows_the_summary_saves_it_and_predicts_new_rows_the_same_way(tmp
 
     model = damoxing.load(tmp_path / "run")
     prep = model.preprocessing
-    assert prep.feature_columns == ["when", "vehicle", "amount", "speed", "color"]  # row_id and site are not needed
+    assert prep.inputs.feature_columns_ == ["when", "vehicle", "amount", "speed", "color"]  # row_id and site are not needed
+    assert prep.feature_columns[0] == "row_id"  # an array input still has every column, in the table's order
     names = prep.schema.feature_names
     assert [n for n in names if n.startswith("when.")] == [f"when.{p}" for p in
                                                           ("year", "month", "day_of_week", "day_of_year", "hour")]

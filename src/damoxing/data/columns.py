@@ -5,7 +5,7 @@ rules (measured on every row of the table; nothing here looks at the target):
 
     constant     one distinct value, or none at all             -> dropped
     id           nearly unique strings, or nearly unique integers
-                 named like an id or filling a dense range      -> dropped (a row label, not a feature)
+                 named like an id (id, user_id, key, index, ...) -> dropped (a row label, not a feature)
     text         nearly unique strings of several words         -> dropped (table models read no free text)
     date         strings that parse as dates / times            -> year, month, day of week, day of
                                                                    year (and hour when times are present)
@@ -37,7 +37,7 @@ NEARLY_UNIQUE = 0.95  # distinct / present at or above this: an id (or free text
 MOSTLY = 0.9  # this share of values parsing as numbers (or dates) makes the column numeric (or a date)
 MIN_ROWS_FOR_ID = 20  # fewer present values than this never make an id
 SAMPLE = 200  # distinct values looked at to guess whether strings are numbers or dates
-ID_NAME = re.compile(r"(^|[^a-z])(id|ids|key|uuid|guid|index|idx)$|^id([^a-z]|$)", re.IGNORECASE)
+ID_NAME = re.compile(r"(^|[^a-z])(id|ids|key|uuid|guid|index|idx)$|^id([^a-z]|$)|^unnamed: 0$", re.IGNORECASE)
 RULES = {
     "constant": "a single value in every row",
     "empty": "no values at all",
@@ -140,11 +140,10 @@ def classify(values: pd.Series, name: str, override: Optional[str]) -> ColumnInf
 
 
 def _integer_id(present: pd.Series, name: str, distinct: int) -> bool:
-    """Nearly unique whole numbers named like an id, or filling a dense range (1, 2, 3, ... row numbers)."""
-    if not pd.api.types.is_integer_dtype(present.dtype) or not _nearly_unique(len(present), distinct):
-        return False
-    span = int(present.max()) - int(present.min()) + 1
-    return bool(ID_NAME.search(name)) or span <= 2 * distinct
+    """Nearly unique whole numbers named like an id ("Unnamed: 0" is a saved pandas index). Unnamed
+    unique integers stay numbers: a time step or a count can be unique too."""
+    return (pd.api.types.is_integer_dtype(present.dtype) and _nearly_unique(len(present), distinct)
+            and bool(ID_NAME.search(name)))
 
 
 def _nearly_unique(n_present: int, distinct: int) -> bool:

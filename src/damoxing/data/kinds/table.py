@@ -67,13 +67,13 @@ class TableKind(DataKind):
         if not features:
             raise DataError(f"'{raw.source}' has no input columns besides the target '{raw.target}'.")
         frame = frame.reset_index(drop=True)
-        plan = plan_columns(frame, features, config, raw.source)
         targets = fit_targets(frame[raw.target].to_numpy(), task, config)
+        plan = plan_columns(frame, features, config, raw.source)
         inputs = fit_inputs(frame.iloc[targets.splits["train"]], plan, config)
         summary = {"rows": len(frame) + n_dropped, "rows_dropped_missing_target": n_dropped, "columns": len(features),
                    "missing_values": {c: int(v) for c, v in frame[features].isna().sum().items() if v},
                    "column_summary": plan.rows()}
-        return assemble(targets, table_preprocessing(targets, inputs, raw.target, plan.kept), inputs.transform(frame), raw, summary)
+        return assemble(targets, table_preprocessing(targets, inputs, raw.target, features), inputs.transform(frame), raw, summary)
 
     def _prepare_rows(self, raw: RawData, config) -> PreparedData:
         """A table for a generative model: the rows are what is modelled, there is no target.
@@ -87,7 +87,7 @@ class TableKind(DataKind):
         targets = without_targets(len(frame), "generation", config)
         inputs = fit_inputs(frame.iloc[targets.splits["train"]], plan, config)
         summary = {"rows": len(frame), "columns": len(features), "column_summary": plan.rows()}
-        return assemble(targets, table_preprocessing(targets, inputs, None, plan.kept), inputs.transform(frame), raw, summary)
+        return assemble(targets, table_preprocessing(targets, inputs, None, features), inputs.transform(frame), raw, summary)
 
     def transform_inputs(self, preprocessing: Preprocessing, data: Any) -> np.ndarray:
         """A DataFrame, a dict of columns, or an array (N, F) / (F,) with the columns in training order."""
