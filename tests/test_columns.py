@@ -163,3 +163,28 @@ def test_the_target_column_cannot_be_overridden(tmp_path):
     cfg = write_run_inputs(tmp_path, messy_table(300), columns={"label": "numeric"})
     with pytest.raises(DataError, match="not among the feature columns"):
         train(cfg, out=tmp_path / "run", quiet=True)
+
+
+@pytest.mark.slow
+def test_an_exported_runs_readme_code_reads_dates_and_bad_cells_as_damoxing_does(tmp_path):
+    import os
+
+    from damoxing.api import export, load, train
+
+    frame = messy_table(800)
+    run = train(write_run_inputs(tmp_path, frame), out=tmp_path / "run", quiet=True)
+    export(run.path, out=tmp_path / "export")
+    text = (tmp_path / "export" / "README.md").read_text()
+    assert 'col["kind"] == "date"' in text
+    namespace: dict = {}
+    cwd = os.getcwd()
+    os.chdir(tmp_path / "export")
+    try:
+        exec(compile(text.split("```python\n")[-1].split("```")[0], "README.md", "exec"), namespace)  # noqa: S102 - the code under test
+    finally:
+        os.chdir(cwd)
+    rows = frame.drop(columns=["label"]).head(40)  # holds the unparsed dates, the non-numbers and ±inf
+    labels, proba = namespace["predict"](rows)
+    predictor = load(run.path)
+    assert list(labels) == list(predictor.predict(rows))
+    np.testing.assert_allclose(proba, predictor.predict_proba(rows), atol=1e-5)
