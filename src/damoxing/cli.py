@@ -414,16 +414,34 @@ def main(argv: Optional[list[str]] = None) -> None:
     except SystemExit:
         raise
     except Exception as e:  # click usage errors carry their own formatting
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+        click_exception, abort = _click_error_classes()
+        if isinstance(e, abort):  # Ctrl-C inside click's own handling arrives as Abort
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+        if isinstance(e, click_exception):
             e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            print("aborted", file=sys.stderr)
-            sys.exit(1)
+            sys.exit(2 if e.exit_code == 1 else e.exit_code)  # a usage mistake is a user error: exit 2
         raise
 
+
+def _click_error_classes() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """Click's ClickException and Abort, from every click typer may use.
+
+    typer 0.29 vendors click as `typer._click`; older typers use the separate `click` package.
+    Catching only one of them let every usage mistake end in a traceback with exit 1."""
+    import importlib
+
+    exceptions, aborts = [], []
+    for name in ("typer._click.exceptions", "typer.exceptions", "click.exceptions"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "ClickException"):
+            exceptions.append(module.ClickException)
+        if hasattr(module, "Abort"):
+            aborts.append(module.Abort)
+    return tuple(exceptions), tuple(aborts)
 
 if __name__ == "__main__":
     main()

@@ -15,7 +15,7 @@ from typing import Any, Optional
 import numpy as np
 
 from damoxing.core import console
-from damoxing.core.console import note, progress_bar, warn
+from damoxing.core.console import note, progress_bar, stage, warn
 from damoxing.core.errors import RunFolderError, TrainingDiverged
 from damoxing.models.protocols import FittedReference, ReportsRunInfo, ResolvesConfig
 from damoxing.runs.folder import is_run
@@ -128,6 +128,7 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
     if task_known is None:  # the task was inferred from the data: check before the model is built
         check_monitor(cfg.train.monitor, data.task, cfg.model.type)
     cfg = cfg.model_copy(update={"task": data.task, "model": resolve_size(cfg.model)})
+    cfg, chosen_defaults = choose_defaults(cfg, data)
     task = TASKS.get(data.task)(cfg.train)
     load_seconds = time.perf_counter() - started
 
@@ -172,6 +173,7 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
 
         meter = CostMeter(cfg.cost, device, device_name(device))
         meter.start()
+    stage(f"training {cfg.model.type}: up to {cfg.train.epochs} epochs on {data.summary['split_rows']['train']:,} rows")
     progress = progress_bar()
     if progress is not None:
         progress.start()
@@ -188,6 +190,7 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
         if result.stopped != "diverged":  # a divergence is reported as the error below
             (warn if result.stopped == "interrupted" else note)(result.message)
 
+    stage("evaluating on the validation and test rows")
     eval_started = time.perf_counter()
     predictions: dict[str, dict] = {}
     metrics = evaluate_run(model, task, data, cfg, device, predictions=predictions)
@@ -202,6 +205,7 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
                            train_seconds=result.train_seconds, eval_seconds=eval_seconds,
                            autocast_bf16=autocast_context(cfg.train, device) is not contextlib.nullcontext)
 
+    stage(f"writing the run folder {path}")
     writer = writer or RunWriter(path)
     writer.discard("checkpoints")  # the run is complete: nothing left to resume
     from safetensors.torch import save_file
@@ -224,6 +228,8 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
                                        "eval_seconds": eval_seconds, "total_seconds": time.perf_counter() - started})
     if init_report is not None:
         manifest["model"]["init_from"] = init_report
+    if chosen_defaults:
+        manifest["training"]["chosen_defaults"] = chosen_defaults
     if isinstance(model, ReportsRunInfo):  # e.g. pretrained: the base checkpoint and its hash, what was saved
         manifest["model"].update(model.run_info())
     if cost is not None:
@@ -239,6 +245,17 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
     if result.stopped == "diverged":
         raise TrainingDiverged(f"{result.message} The best weights so far were saved in {path}.")
     return Run(path=path, metrics=metrics, config=cfg, history=result.history, manifest=manifest)
+
+
+def choose_defaults(cfg, data):
+    """The config with a table model's unset train settings chosen from the data (training/defaults.py), and what was chosen."""
+    from damoxing.training.defaults import choose_train_defaults, describe_chosen
+
+    n_train = data.summary["split_rows"]["train"]
+    train_config, chosen = choose_train_defaults(cfg.train, n_train, data.schema.kind, data.task)
+    if chosen:
+        note(describe_chosen(chosen, n_train))
+    return cfg.model_copy(update={"train": train_config}), chosen
 
 
 def evaluate_run(model, task, data, cfg, device, predictions: Optional[dict] = None) -> dict:
