@@ -31,6 +31,12 @@ def test_true_or_false_is_not_a_number(key):
         load_config(BASE, {key: True})
 
 
+@pytest.mark.parametrize("key, value", [("model.hidden", [16, True]), ("train.optimizer.betas", [0.9, False])])
+def test_true_or_false_inside_a_list_of_numbers_is_refused(key, value):
+    with pytest.raises(ConfigError, match=r"must hold numbers, not \[.*(true|false)\]"):
+        load_config(BASE, {key: value})
+
+
 def test_booleans_still_work_where_they_are_meant():
     config = load_config(BASE, {"train.data_on_device": True, "data.split.stratify": False, "train.epochs": 3})
     assert config.train.data_on_device is True and config.data.split.stratify is False and config.train.epochs == 3

@@ -8,10 +8,20 @@ of every registered model family's own config class, chosen by `model.type`.
 
 from __future__ import annotations
 
+import json
 import re
-from pathlib import Path
 import types
-from typing import Annotated, Any, ClassVar, Literal, Optional, Union, get_args, get_origin
+from pathlib import Path
+from typing import (
+    Annotated,
+    Any,
+    ClassVar,
+    Literal,
+    Optional,
+    Union,
+    get_args,
+    get_origin,
+)
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -24,11 +34,17 @@ Size = Literal["tiny", "small", "base"]
 Widths = list[Annotated[int, Field(ge=1)]]  # layer widths / channels: a 0 would build a model that learns nothing
 
 
-def _takes_number(annotation: Any) -> bool:
-    """int or float (or Optional of one), where true/false would silently read as 1/0."""
-    if get_origin(annotation) in (Union, types.UnionType):
-        return any(_takes_number(a) for a in get_args(annotation) if a is not type(None))
-    return annotation in (int, float)
+def _bool_for_number(value: Any, annotation: Any) -> bool:
+    """true/false given where the annotation wants an int or float (also inside Optional, lists and tuples):
+    pydantic would silently read it as 1/0."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return any(_bool_for_number(value, a) for a in get_args(annotation) if a is not type(None))
+    if origin is Annotated:
+        return _bool_for_number(value, get_args(annotation)[0])
+    if origin in (list, tuple) and isinstance(value, (list, tuple)) and get_args(annotation):
+        return any(_bool_for_number(v, get_args(annotation)[0]) for v in value)
+    return isinstance(value, bool) and annotation in (int, float)
 
 
 class StrictModel(BaseModel):
@@ -42,8 +58,9 @@ class StrictModel(BaseModel):
         if isinstance(data, dict):
             for key, value in data.items():
                 field = cls.model_fields.get(key) if isinstance(key, str) else None
-                if isinstance(value, bool) and field is not None and _takes_number(field.annotation):
-                    raise ValueError(f"'{key}' must be a number, not {str(value).lower()} (true/false is not read as 1/0)")
+                if field is not None and _bool_for_number(value, field.annotation):
+                    what = "must hold numbers" if isinstance(value, (list, tuple)) else "must be a number"
+                    raise ValueError(f"'{key}' {what}, not {json.dumps(value)} (true/false is not read as 1/0)")
         return data
 
 
