@@ -51,7 +51,7 @@ RULES = {
 class ColumnInfo:
     """One feature column: its kind, counts over every row, and what was done with it."""
 
-    name: str
+    name: Any  # as the table names it (a string for every file damoxing reads)
     kind: str  # numeric | categorical | date | text | id | constant | empty | drop
     missing: int
     distinct: int
@@ -106,7 +106,7 @@ class ColumnPlan:
 
 def understand_columns(frame: pd.DataFrame, features: list[str], overrides: dict[str, str]) -> ColumnPlan:
     """Decide every feature column's kind (data.columns first, then the rules above) and report bad cells."""
-    plan = ColumnPlan([classify(frame[name], str(name), overrides.get(name)) for name in features])
+    plan = ColumnPlan([classify(frame[name], name, overrides.get(name)) for name in features])
     for c in plan.columns:
         if c.bad_cells:
             what = "a date" if c.kind == "date" else "a number"
@@ -117,7 +117,8 @@ def understand_columns(frame: pd.DataFrame, features: list[str], overrides: dict
     return plan
 
 
-def classify(values: pd.Series, name: str, override: Optional[str]) -> ColumnInfo:
+def classify(values: pd.Series, name: Any, override: Optional[str]) -> ColumnInfo:
+    """One column's kind and counts (`name` as the table has it; `override` from data.columns or None)."""
     present = values.dropna()
     info = ColumnInfo(name=name, kind="", missing=int(len(values) - len(present)),
                       distinct=int(present.nunique()), rule="data.columns" if override else "auto")
@@ -132,7 +133,7 @@ def classify(values: pd.Series, name: str, override: Optional[str]) -> ColumnInf
     elif pd.api.types.is_bool_dtype(values.dtype):
         info.kind = "categorical"
     elif pd.api.types.is_numeric_dtype(values.dtype) and override != "date":
-        info.kind = "numeric" if override == "numeric" or not _integer_id(present, name, info.distinct) else "id"
+        info.kind = "numeric" if override == "numeric" or not _integer_id(present, str(name), info.distinct) else "id"
         info.infinite = int(np.isinf(pd.to_numeric(present).to_numpy(dtype=np.float64)).sum())
     else:
         _classify_text(present.astype(str), info, override)
