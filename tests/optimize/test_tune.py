@@ -167,3 +167,17 @@ def test_trials_on_a_postgresql_server(tmp_path, postgres):
     assert len(result.trials) == 2 and all(r["state"] == "complete" for r in result.trials)
     again = tune(write_config(tmp_path, trials=3, pruner="none"), out=tmp_path / "s", storage=postgres, trials=3)
     assert len(again.trials) == 3  # the server holds the study: a second command continues it
+
+
+def test_a_diverging_trial_is_recorded_failed_and_the_study_goes_on(tmp_path):
+    from damoxing.verbs.tune import tune
+
+    config = write_config(tmp_path, {"train.optimizer.lr": {"choices": [1.0e+12, 0.05]}}, sampler="grid", pruner="none", trials=2)
+    raw = yaml.safe_load(config.read_text())
+    raw["train"]["optimizer"] = {"name": "sgd", "lr": 0.05, "momentum": 0.9}
+    config.write_text(yaml.safe_dump(raw))
+    result = tune(config, out=tmp_path / "study")
+    by_choice = {t["params"]["train.optimizer.lr"]: t for t in result.trials}  # categorical params are choice indexes
+    assert by_choice[0]["state"] == "fail" and "loss became" in by_choice[0]["reason"]
+    assert by_choice[1]["state"] == "complete"
+    assert result.best[0]["params"]["train.optimizer.lr"] == 1
