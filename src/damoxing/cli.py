@@ -38,6 +38,14 @@ def _main(
         set_verify(False)
 
 
+def _probe_out(out: Optional[Path]) -> None:
+    """A verb's --out destination proven writable before any work (runs/folder.probe_output)."""
+    if out is not None:
+        from damoxing.runs.folder import probe_output
+
+        probe_output(out)
+
+
 def _parse_sets(sets: Optional[List[str]]) -> dict:
     from damoxing.config import parse_override
 
@@ -138,6 +146,7 @@ def predict(
     out: Optional[Path] = typer.Option(None, "--out", help="Write predictions to this CSV/Parquet (default: print CSV)."),
 ) -> None:
     """Predict with a saved run; writes `prediction` (and `proba_<class>` for classifiers)."""
+    _probe_out(out)
     from damoxing.verbs.predict import predict_file
 
     frame = predict_file(run, input, out)
@@ -161,6 +170,7 @@ def generate(
 ) -> None:
     """Generate with a saved run: a language model continues --prompt (streaming the text as it is made);
     a vae or gan draws --n new images into --out."""
+    _probe_out(out)
     from damoxing.verbs.generate import generate as generate_run
     from damoxing.verbs.generate import run_task
 
@@ -192,6 +202,7 @@ def embed(
     batch_size: int = typer.Option(64, "--batch-size", help="Texts per forward pass."),
 ) -> None:
     """Sentence embeddings (mean-pooled, L2-normalized) of every text, from a pretrained model."""
+    _probe_out(out)
     from damoxing.verbs.embed import embed_file
 
     typer.echo(str(embed_file(source, input, out, column=column, batch_size=batch_size)))
@@ -204,6 +215,7 @@ def init(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
 ) -> None:
     """Write a commented starter config."""
+    _probe_out(out)
     from damoxing.templates import TEMPLATES, template_text
 
     if list_:
@@ -248,6 +260,7 @@ def report(
     out: Optional[Path] = typer.Option(None, "--out", help="HTML file to write (default <RUN>/report.html)."),
 ) -> None:
     """Write the run's self-contained HTML report (plots embedded; works offline); prints its path."""
+    _probe_out(out)
     from damoxing.report.html import write_report
     from damoxing.runs.folder import check_run
 
@@ -263,7 +276,9 @@ def runs(
     """Table of past runs read from their folders: task, model, headline metric, params, time, energy."""
     from damoxing.runs.tracking import list_runs, sort_runs
 
-    rows = sort_runs(list_runs(folder), sort)
+    skipped: list[str] = []
+    rows = sort_runs(list_runs(folder, skipped), sort)
+    _say_leftovers(folder, skipped)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -283,6 +298,31 @@ def runs(
 
 
 @app.command()
+def recover(
+    partial: Path = typer.Argument(..., help="An unfinished run: its hidden .NAME.partial folder (or NAME), as `damoxing runs` lists it."),
+) -> None:
+    """Finish a run whose last step (moving it into place) failed: checks its files, then moves it to its name."""
+    from damoxing.runs.folder import recover as recover_run
+
+    typer.echo(str(recover_run(partial)))
+
+
+def _say_leftovers(folder: Path, skipped: list[str]) -> None:
+    """Notes on stderr for what `runs` left out: damaged run folders and unfinished (.partial) runs."""
+    from damoxing.runs.tracking import partial_runs
+
+    for entry in skipped:
+        typer.echo(f"note: skipped a damaged run folder: {entry}", err=True)
+    for p in partial_runs(folder):
+        if p["checkpoint"]:
+            how = f"continue it with `damoxing train --resume {p['final']}`"
+        else:
+            how = "it holds the files written before the run stopped; delete it when not needed"
+        state = "stale, " if p["stale"] else "possibly still being written, "
+        typer.echo(f"note: unfinished run {p['path']} ({state}last changed {p['age_seconds']:.0f} s ago): {how}", err=True)
+
+
+@app.command()
 def explain(
     run: Path = typer.Argument(..., help="A run folder (a classifier or regressor on tables, images, sequences or texts)."),
     input: Optional[Path] = typer.Argument(None, help="Rows to explain (CSV/Parquet/NPZ/NPY; default: the run's test split)."),
@@ -293,6 +333,7 @@ def explain(
     repeats: int = typer.Option(30, "--repeats", min=1, help="Tables: permutation importance repeats per column."),
 ) -> None:
     """Attributions of a run's predictions (captum), global importance with intervals, a sanity check; writes explain.html."""
+    _probe_out(out)
     from damoxing.verbs.explain import explain as explain_run
     from damoxing.verbs.explain import summary_lines
 
@@ -314,6 +355,8 @@ def audit(
     mitigated_out: Optional[Path] = typer.Option(None, "--mitigated-out", help="The new run folder of a mitigation (default <runs>/mitigated-<run>-<time>)."),
 ) -> None:
     """Group metrics with intervals, parity gaps, and optionally a mitigation (fairlearn); writes audit.html."""
+    _probe_out(out)
+    _probe_out(mitigated_out)
     from damoxing.verbs.audit import audit as audit_run
     from damoxing.verbs.audit import summary_lines
 
@@ -350,6 +393,7 @@ def compare(
 ) -> None:
     """Runs side by side: metric with intervals and cost, paired tests on the same test rows (Holm-corrected),
     the Pareto frontier of metric vs cost; writes compare.json and compare.html and prints the folder last."""
+    _probe_out(out)
     from damoxing.report.compare import terminal_tables
     from damoxing.verbs.compare import compare as compare_runs
 
@@ -373,6 +417,7 @@ def ladder(
 ) -> None:
     """Train a ladder on the data of one config - scikit-learn references, then damoxing's families from small
     to large - and compare it; prints the comparison's folder last."""
+    _probe_out(out)
     from damoxing.report.compare import terminal_tables
     from damoxing.verbs.ladder import ladder as run_ladder
 
@@ -393,6 +438,7 @@ def export(
 ) -> None:
     """Export a run's model (ONNX or torch.export) with its preprocessing, checked against the run's model on its test rows;
     writes model + preprocessing.json + export.json + README.md and prints the model file's path last."""
+    _probe_out(out)
     from damoxing.verbs.export import PT2_WARNING
     from damoxing.verbs.export import export as export_run
 

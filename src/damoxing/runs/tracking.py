@@ -123,8 +123,11 @@ def _log_run(run: Path, uri: str, experiment: str) -> str:
 # --------------------------------------------------------------------------- damoxing runs
 
 
-def list_runs(root: str | Path = "runs") -> list[dict[str, Any]]:
-    """One summary row per run folder under `root` (found at any depth; hidden folders skipped)."""
+def list_runs(root: str | Path = "runs", skipped: Optional[list[str]] = None) -> list[dict[str, Any]]:
+    """One summary row per run folder under `root` (found at any depth; hidden folders skipped).
+
+    A run whose manifest.json or metrics.json cannot be read is left out of the rows; its path and
+    why are appended to `skipped` when given, so the caller can say so."""
     from damoxing.runs.folder import is_run
     from damoxing.tasks import headline_metric
 
@@ -143,8 +146,10 @@ def list_runs(root: str | Path = "runs") -> list[dict[str, Any]]:
         try:
             manifest = json.loads((folder / "manifest.json").read_text())
             metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
-        except (OSError, json.JSONDecodeError):
-            continue  # a damaged folder is left out of the table, not fatal to it
+        except (OSError, json.JSONDecodeError) as e:
+            if skipped is not None:  # a damaged folder is left out of the table, not fatal to it, and said
+                skipped.append(f"{folder} ({type(e).__name__}: {e})")
+            continue
         task = manifest.get("task", "")
         name = headline_metric(task)
         split = "test" if name in (metrics.get("test") or {}) else "val"
@@ -159,6 +164,29 @@ def list_runs(root: str | Path = "runs") -> list[dict[str, Any]]:
             "train_seconds": cost.get("train_seconds", (manifest.get("timings") or {}).get("train_seconds")),
             "energy_kwh": cost.get("energy_kwh"), "energy_is_estimate": cost.get("energy_is_estimate"),
         })
+    return rows
+
+
+STALE_SECONDS = 600  # a partial folder untouched this long belongs to a run that stopped
+
+
+def partial_runs(root: str | Path = "runs") -> list[dict[str, Any]]:
+    """Unfinished runs under `root`: the hidden `.NAME.partial` folders a run writes into before its
+    commit. Each row: path, the final folder it belongs to, seconds since anything in it changed,
+    whether it holds a checkpoint (then `damoxing train --resume FINAL` continues it) and `stale`
+    (untouched for STALE_SECONDS: no run is writing it any more)."""
+    root = Path(root)
+    rows = []
+    for here, subfolders, _ in os.walk(root):
+        for name in sorted(subfolders):
+            if name.startswith(".") and name.endswith(".partial"):
+                folder = Path(here) / name
+                times = [p.stat().st_mtime for p in folder.rglob("*")] + [folder.stat().st_mtime]
+                age = time.time() - max(times)
+                rows.append({"path": str(folder), "final": str(Path(here) / name[1:-len(".partial")]),
+                             "age_seconds": age, "stale": age > STALE_SECONDS,
+                             "checkpoint": (folder / "checkpoints").is_dir()})
+        subfolders[:] = [d for d in subfolders if not d.startswith(".") and d not in SKIP_FOLDERS]
     return rows
 
 
