@@ -347,3 +347,10 @@ def test_every_verbs_out_is_probed_before_work(finished_run, tmp_path):
         result = _cli([*args, "--out", tmp_path / "afile" / "sub" / "out.html"], tmp_path)
         _clean(result, 2)
         assert "Cannot write" in result.stderr, result.stderr
+
+
+def test_predict_on_an_empty_csv_is_one_paragraph(finished_run, tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    result = _cli(["predict", finished_run, tmp_path / "empty.csv"], tmp_path)
+    _clean(result, 2)
+    assert "empty" in result.stderr
