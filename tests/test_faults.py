@@ -237,7 +237,13 @@ def _interrupt_when(proc: subprocess.Popen, ready, timeout=180) -> tuple[str, st
 
 def _start(tmp_path, config, *args) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "damoxing", "train", str(config), *map(str, args)], cwd=tmp_path,
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    """Ctrl-C reaches the run even when the tests were started in the background (which ignores SIGINT)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.mark.slow
@@ -354,3 +360,37 @@ def test_predict_on_an_empty_csv_is_one_paragraph(finished_run, tmp_path):
     result = _cli(["predict", finished_run, tmp_path / "empty.csv"], tmp_path)
     _clean(result, 2)
     assert "empty" in result.stderr
+
+
+def test_embed_refuses_an_empty_text_file_and_names_a_missing_run_folder(tmp_path):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "e.txt").write_text("\n  \n")
+    empty = _cli(["embed", "minilm", tmp_path / "e.txt", "--out", tmp_path / "x.npy"], tmp_path)
+    _clean(empty, 2)
+    assert "no text" in empty.stderr and not (tmp_path / "x.npy").exists()
+    missing = _cli(["embed", "runs/nope", tmp_path / "e.txt", "--out", tmp_path / "x.npy"], tmp_path)
+    _clean(missing, 2)
+    assert "does not exist" in missing.stderr and "download" not in missing.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory) -> Path:
+    from damoxing.verbs.train import train
+
+    folder = tmp_path_factory.mktemp("lm")
+    (folder / "c.txt").write_text("".join(f"{i} plus {i} is {2 * i}.\n" for i in range(200)))
+    config = {"name": "lm", "data": {"source": str(folder / "c.txt"), "block_size": 16, "tokenizer": {"vocab_size": 100}},
+              "model": {"type": "gpt", "size": "tiny"}, "train": {"epochs": 1, "batch_size": 16}}
+    return train(config, out=folder / "run", quiet=True).path
+
+
+@pytest.mark.parametrize("options, pattern", [
+    ({"out": "x.png"}, "--out is for image generators"), ({"n": 3}, "--n is for image generators"),
+    ({"temperature": float("nan")}, "--temperature is nan"), ({"top_p": float("nan")}, "--top-p is nan"),
+])
+def test_generate_refuses_options_a_language_model_would_ignore_and_nan(tiny_lm, options, pattern):
+    from damoxing.core.errors import UserError
+    from damoxing.verbs.generate import generate
+
+    with pytest.raises(UserError, match=pattern.replace("-", r"\-")):
+        generate(tiny_lm, prompt="1 plus", max_new_tokens=3, **options)
