@@ -247,6 +247,14 @@ def _default_sigint() -> None:
 
 
 @pytest.mark.slow
+def test_ctrl_c_at_start_up_exits_130_with_a_message(tmp_path):
+    proc = _start(tmp_path, _config(tmp_path, epochs=100000), "--out", tmp_path / "run")
+    _, err = _interrupt_when(proc, lambda: (tmp_path / "run").exists())  # the folder is reserved: start-up
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+
+
+@pytest.mark.slow
 def test_ctrl_c_mid_run_with_a_checkpoint_keeps_it_and_resume_finishes(tmp_path):
     from damoxing.runs.folder import RunWriter, is_run
 

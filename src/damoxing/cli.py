@@ -476,7 +476,11 @@ def tune(
 def _run_app(argv: Optional[list[str]]) -> None:
     """The app; `--no-verify` (read by the callback) holds for this one command only."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # typer 0.29 returns Ctrl-C as 130 here instead of raising
+        if code == 130:
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            sys.exit(code)
     finally:
         folder = sys.modules.get("damoxing.runs.folder")
         if folder is not None:
