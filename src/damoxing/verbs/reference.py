@@ -181,7 +181,7 @@ def _write(path: Path, cfg, data, model, metrics, history, predictions, manifest
     np.savez(writer.file("splits.npz"), **{k: v.astype(np.int64) for k, v in data.indices.items()})
     for split, arrays in predictions.items():
         np.savez(writer.file(f"predictions_{split}.npz"), **arrays)
-    writer.write_json("manifest.json", manifest)
+    writer.write_manifest(manifest)
     if cfg.tracking.report:
         _write_report(writer.tmp, writer.path)
     return writer.commit()
