@@ -280,6 +280,11 @@ def runs(
     _console().print(table)
     if not rows:
         typer.echo(f"no runs under {folder}", err=True)
+    from damoxing.runs.tracking import unfinished_runs
+
+    for u in unfinished_runs(folder):  # stale partial folders are shown, never removed
+        how = f"continue with: damoxing train --resume {u['final']}" if u["resumable"] else "no checkpoint: remove it when no training writes it"
+        typer.echo(f"unfinished: {u['path']} ({u['age_hours']:.1f} h old; {how})", err=True)
 
 
 @app.command()
