@@ -24,7 +24,9 @@ from damoxing.verbs.export import export
 from damoxing.verbs.generate import generate
 from damoxing.verbs.ladder import Ladder, ladder
 from damoxing.verbs.predict import predict
+from damoxing.verbs.serve import app as make_app
+from damoxing.verbs.serve import serve
 from damoxing.verbs.train import Run, train
 
 __all__ = ["Run", "Predictor", "Comparison", "Ladder", "train", "evaluate", "load", "predict", "generate", "compare", "ladder",
-           "explain", "audit", "ExplainResult", "AuditResult", "export", "ExportReport"]
+           "explain", "audit", "ExplainResult", "AuditResult", "export", "ExportReport", "serve", "make_app"]
