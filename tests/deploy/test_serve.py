@@ -1,0 +1,247 @@
+"""`damoxing serve`: the app built from a run's schema, answered in process (TestClient) and by a real
+server process over HTTP; bad input is a 4xx, never a 5xx (also under schemathesis); the try-it page
+works in headless Chromium."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import schemathesis
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, settings
+
+from damoxing.deploy.batching import MicroBatcher
+from damoxing.deploy.serve import ServeOptions, make_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+TRAIN = {"epochs": 2, "batch_size": 32, "optimizer": {"name": "adam", "lr": 0.01}}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    """A tiny table classifier (numeric + categorical columns) and a tiny character language model."""
+    from damoxing.api import train
+
+    folder = tmp_path_factory.mktemp("serve")
+    rng = np.random.default_rng(0)
+    n = 160
+    table = pd.DataFrame({"width": rng.normal(size=n), "height": rng.normal(10, 3, size=n),
+                          "colour": rng.choice(["red", "green", "blue"], size=n)})
+    table["kind"] = np.where(table["width"] + 2 * (table["colour"] == "red") > 0.5, "big", "small")
+    table.to_csv(folder / "table.csv", index=False)
+    (folder / "corpus.txt").write_text("the cat sat on the mat. the dog ran to the park.\n" * 30)
+    common = {"train": TRAIN, "evaluate": {"bootstrap": 0}, "tracking": {"report": False}}
+    tab = train({"name": "tab", "data": {"source": str(folder / "table.csv"), "target": "kind"},
+                 "model": {"type": "mlp", "size": "tiny"}, **common}, out=folder / "tab", quiet=True).path
+    lm = train({"name": "lm", "data": {"source": str(folder / "corpus.txt"), "block_size": 16},
+                "model": {"type": "gpt", "size": "tiny"}, **common}, out=folder / "lm", quiet=True).path
+    return {"tab": tab, "lm": lm, "table": table}
+
+
+@pytest.fixture(scope="module")
+def tab_client(runs):
+    with TestClient(make_app(runs["tab"], ServeOptions(max_rows=50, max_body_bytes=20_000))) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def lm_client(runs):
+    with TestClient(make_app(runs["lm"])) as client:
+        yield client
+
+
+def rows_of(table: pd.DataFrame, n: int) -> list[dict]:
+    return table.drop(columns="kind").head(n).to_dict(orient="records")
+
+
+# ------------------------------------------------------------------------------ in process
+
+
+def test_predict_gives_the_runs_own_predictions(runs, tab_client):
+    from damoxing.api import load
+
+    rows = rows_of(runs["table"], 20)
+    response = tab_client.post("/predict", json={"rows": rows})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    predictor = load(runs["tab"])
+    frame = pd.DataFrame(rows)
+    assert body["predictions"] == [str(v) for v in predictor.predict(frame)]
+    proba = np.array([[p["big"], p["small"]] for p in body["probabilities"]])
+    np.testing.assert_allclose(proba, predictor.predict_proba(frame), atol=1e-6)
+    np.testing.assert_allclose(proba.sum(axis=1), 1, atol=1e-5)
+
+
+def test_openapi_shows_the_runs_columns(tab_client):
+    spec = tab_client.get("/openapi.json").json()
+    row = spec["components"]["schemas"]["Row"]
+    assert set(row["properties"]) == {"width", "height", "colour"}
+    assert "blue" in row["properties"]["colour"]["description"]
+    assert row["additionalProperties"] is False
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"rows": [{"width": "wide"}]}, ["body", "rows", "0", "width"]),
+    ({"rows": [{"width": 1.0, "shape": "round"}]}, ["body", "rows", "0", "shape"]),
+    ({"rows": []}, ["body", "rows"]),
+    ({"rows": [{"width": 1.0}] * 51}, ["body", "rows"]),
+    ({"lines": []}, ["body", "rows"]),
+])
+def test_invalid_rows_are_422_naming_the_field(tab_client, body, field):
+    response = tab_client.post("/predict", json=body)
+    assert response.status_code == 422
+    assert field in [e["loc"] for e in response.json()["detail"]]
+
+
+@pytest.mark.parametrize("raw", [b'{"rows": [{"width": NaN}]}', b'{"rows": [{"height": -Infinity}]}', b'{"rows": [', b"not json"])
+def test_nan_infinity_and_malformed_json_are_422(tab_client, raw):
+    response = tab_client.post("/predict", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert tab_client.get("/health").status_code == 200  # still serving
+
+
+def test_body_over_the_limit_is_413_and_unknown_category_is_served(tab_client):
+    assert tab_client.post("/predict", content=b"x" * 10_000_000, headers={"content-type": "application/json"}).status_code == 413
+    response = tab_client.post("/predict", json={"rows": [{"width": 0.3, "height": None, "colour": "purple"}, {}]})
+    assert response.status_code == 200  # 'purple' goes to the unknown bucket, missing values are imputed
+    assert len(response.json()["predictions"]) == 2
+
+
+def test_metadata_and_prometheus_metrics(tab_client):
+    meta = tab_client.get("/metadata").json()
+    assert meta["schema"]["class_names"] == ["big", "small"] and meta["feature_columns"] == ["width", "height", "colour"]
+    assert "accuracy" in meta["metrics"]["test"] and meta["cost"] is not None
+    tab_client.post("/predict", json={"rows": [{"width": "x"}]})
+    text = tab_client.get("/metrics").text
+    assert 'damoxing_requests_total{path="/predict",status="422"}' in text
+    assert 'damoxing_errors_total{path="/predict",status="422"}' in text
+    assert "damoxing_request_seconds_bucket" in text and "damoxing_batch_rows_count" in text
+    assert tab_client.get("/ready").json() == {"ready": True}
+
+
+def batches_seen(client) -> tuple[float, float]:
+    """(forward passes, rows) of the micro-batcher so far, read from /metrics."""
+    lines = {line.split(" ")[0]: float(line.split(" ")[1]) for line in client.get("/metrics").text.splitlines() if line.startswith("damoxing_batch_rows_")}
+    return lines["damoxing_batch_rows_count"], lines["damoxing_batch_rows_sum"]
+
+
+@pytest.mark.parametrize("max_batch, merged", [(64, True), (1, False)])
+def test_concurrent_requests_share_forward_passes(runs, max_batch, merged):
+    rows = rows_of(runs["table"], 24)
+    with TestClient(make_app(runs["tab"], ServeOptions(max_batch=max_batch, max_wait_ms=50))) as client:
+        answers = [None] * len(rows)
+
+        def ask(i):
+            answers[i] = client.post("/predict", json={"rows": [rows[i]]}).json()["predictions"][0]
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(rows))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        passes, total = batches_seen(client)
+        alone = client.post("/predict", json={"rows": rows}).json()["predictions"]
+    assert total - len(rows) in (0,) or total == 2 * len(rows)
+    assert answers == alone  # each request got its own rows' answers back
+    assert (passes < len(rows)) == merged
+
+
+def test_micro_batcher_splits_results_and_survives_errors():
+    calls = []
+
+    def double(items):
+        calls.append(len(items))
+        if -1 in items:
+            raise ValueError("bad item")
+        return [2 * i for i in items]
+
+    async def main():
+        batcher = MicroBatcher(double, max_batch=8, max_wait_ms=20)
+        await batcher.start()
+        results = await asyncio.gather(*(batcher.submit([i, i + 100]) for i in range(10)))
+        with pytest.raises(ValueError):
+            await batcher.submit([-1])
+        after = await batcher.submit([5])
+        await batcher.stop()
+        return results, after
+
+    results, after = asyncio.run(main())
+    assert results == [[2 * i, 2 * (i + 100)] for i in range(10)]
+    assert after == [10]
+    assert max(calls) <= 8 and len(calls) < 12
+
+
+def sse_events(text: str) -> list[tuple[str, str]]:
+    events = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((lines.get("event", "message"), json.loads(lines["data"])))
+    return events
+
+
+def test_generate_streams_server_sent_events(lm_client):
+    streamed = lm_client.post("/generate", json={"prompt": "the cat", "max_new_tokens": 12, "seed": 3})
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(streamed.text)
+    assert events[-1][0] == "done" and all(kind == "message" for kind, _ in events[:-1])
+    whole = lm_client.post("/generate", json={"prompt": "the cat", "max_new_tokens": 12, "seed": 3, "stream": False}).json()
+    assert "".join(data for _, data in events[:-1]) == whole["text"] and whole["text"]
+    long = lm_client.post("/generate", json={"prompt": "the cat sat " * 200, "max_new_tokens": 2, "stream": False}).json()
+    assert "context length" in long["warnings"][0]
+    assert lm_client.post("/generate", json={"prompt": "x", "temperature": 0}).status_code == 422
+    assert lm_client.post("/predict", json={"rows": []}).status_code == 404  # a language model has no /predict
+
+
+def test_api_key_is_checked_on_every_request(runs):
+    from damoxing.core.errors import UserError
+    from damoxing.deploy.serve import check_binding
+
+    with TestClient(make_app(runs["tab"], ServeOptions(api_key="s3cret"))) as client:
+        assert client.get("/health").status_code == 401
+        assert client.get("/metadata", headers={"x-api-key": "wrong"}).status_code == 401
+        assert client.get("/metadata", headers={"authorization": "Bearer s3cret"}).status_code == 200
+    with pytest.raises(UserError, match="DAMOXING_API_KEY"):
+        check_binding("0.0.0.0", None)
+    check_binding("0.0.0.0", "key")
+    check_binding("127.0.0.1", None)
+
+
+def test_cli_refuses_public_binding_without_key_and_bad_backend(cli, runs, monkeypatch):
+    monkeypatch.delenv("DAMOXING_API_KEY", raising=False)
+    result = cli("serve", runs["tab"], "--host", "0.0.0.0")
+    assert result.code == 2 and "DAMOXING_API_KEY" in result.err
+    result = cli("serve", runs["tab"], "--backend", "tensorrt")
+    assert result.code == 2 and "--backend" in result.err
+    result = cli("serve", runs["tab"].parent / "nothing-here")
+    assert result.code == 2
+
+
+# --------------------------------------------------------------------------- schemathesis fuzz
+
+
+@pytest.fixture(scope="module")
+def fuzzed_schema(runs):
+    app = make_app(runs["tab"], ServeOptions(max_rows=20))
+    return schemathesis.openapi.from_asgi("/openapi.json", app)
+
+
+fuzz = schemathesis.pytest.from_fixture("fuzzed_schema")
+
+
+@fuzz.parametrize()
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+def test_fuzzed_requests_never_get_a_5xx(case):
+    response = case.call()
+    assert response.status_code < 500, response.text
