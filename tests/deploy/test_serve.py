@@ -231,17 +231,90 @@ def test_cli_refuses_public_binding_without_key_and_bad_backend(cli, runs, monke
 # --------------------------------------------------------------------------- schemathesis fuzz
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
-def fuzzed_schema(runs):
-    app = make_app(runs["tab"], ServeOptions(max_rows=20))
-    return schemathesis.openapi.from_asgi("/openapi.json", app)
+def servers(runs):
+    """Real `damoxing serve` processes on free ports: {"tab": base url, "lm": base url}."""
+    started, urls = [], {}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).parents[2] / "src"), os.environ.get("PYTHONPATH", "")) if p)}
+    env.pop("DAMOXING_API_KEY", None)
+    for name in ("tab", "lm"):
+        port = free_port()
+        started.append(subprocess.Popen([sys.executable, "-m", "damoxing", "serve", str(runs[name]), "--port", str(port), "--max-wait-ms", "1"],
+                                        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        urls[name] = f"http://127.0.0.1:{port}"
+    try:
+        for name, proc in zip(urls, started):
+            deadline = time.time() + 120
+            while True:
+                assert proc.poll() is None, f"damoxing serve exited: {proc.stdout.read()}"
+                try:
+                    if httpx.get(urls[name] + "/ready", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.time() < deadline, "damoxing serve did not become ready in 120 s"
+                time.sleep(0.3)
+        yield urls
+    finally:
+        for proc in started:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
-fuzz = schemathesis.pytest.from_fixture("fuzzed_schema")
+@pytest.mark.slow
+def test_real_server_process_answers_over_http(servers, runs):
+    rows = rows_of(runs["table"], 3)
+    predicted = httpx.post(servers["tab"] + "/predict", json={"rows": rows}, timeout=30)
+    assert predicted.status_code == 200 and len(predicted.json()["predictions"]) == 3
+    assert httpx.get(servers["tab"] + "/metadata").json()["model"] == "mlp"
+    assert 'damoxing_requests_total{path="/predict",status="200"} 1.0' in httpx.get(servers["tab"] + "/metrics").text
+    pieces = []
+    with httpx.stream("POST", servers["lm"] + "/generate", json={"prompt": "the", "max_new_tokens": 10, "seed": 0}, timeout=60) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            pieces.append(line)
+    assert "event: done" in pieces and any(line.startswith("data: \"") for line in pieces)
 
 
-@fuzz.parametrize()
-@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
-def test_fuzzed_requests_never_get_a_5xx(case):
-    response = case.call()
-    assert response.status_code < 500, response.text
+@pytest.mark.slow
+def test_fuzzed_requests_never_get_a_5xx(servers):
+    """schemathesis draws valid and invalid requests for every operation of the OpenAPI (30 each) against the real server: none may get a 5xx."""
+    from hypothesis import Phase, given
+
+    schema = schemathesis.openapi.from_dict(httpx.get(servers["tab"] + "/openapi.json").json())
+    statuses = []
+    modes = (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
+    for operation, mode in [(r.ok(), m) for r in schema.get_all_operations() for m in modes
+                            if m == modes[0] or r.ok().method.upper() == "POST"]:  # a GET without parameters has no invalid form
+
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+                  phases=(Phase.explicit, Phase.generate))
+        def check(case):
+            response = case.call(base_url=servers["tab"], timeout=30)
+            statuses.append(response.status_code)
+            assert response.status_code < 500, f"{case.method} {case.path}: {response.status_code} {response.text[:300]}"
+
+        check()
+    assert len(statuses) >= 30 and 422 in statuses and 200 in statuses
+    assert httpx.get(servers["tab"] + "/health").status_code == 200
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="headless Chromium is not installed (/usr/bin/chromium; apt-get install chromium)")
+def test_try_it_page_works_in_headless_chromium(servers, tmp_path):
+    def page(url: str) -> str:
+        proc = subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}",
+                               "--virtual-time-budget=15000", "--dump-dom", url], capture_output=True, text=True, timeout=120)
+        return proc.stdout
+
+    table = page(servers["tab"] + "/?autorun=1")
+    assert 'name="colour"' in table and "prediction: " in table and '"big"' in table
+    lm = page(servers["lm"] + "/?autorun=1")
+    assert "generated: " in lm
