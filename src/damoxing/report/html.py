@@ -315,6 +315,18 @@ def _training_section(manifest: dict, history: list[dict]) -> str:
     return "".join(parts)
 
 
+def _privacy_section(privacy: dict) -> str:
+    """train.privacy (DP-SGD): the epsilon spent against its target, delta, noise, sampling, replaced layers."""
+    if not privacy:
+        return ""
+    keys = ("epsilon", "target_epsilon", "delta", "noise_multiplier", "sample_rate", "max_grad_norm", "accountant", "physical_batch_size", "steps")
+    rows = [[_esc(k), "#" + _num(privacy[k])] for k in keys if k in privacy]
+    replaced = privacy.get("replaced_layers") or []
+    text = "; ".join(f"{r['layer']}: {r['from']} &rarr; {r['to']}" for r in replaced) or "none"
+    rows.append(["replaced layers", _esc(text).replace("&amp;rarr;", "&rarr;")])
+    return _table(["", ""], rows) + '<p class="note">(epsilon, delta)-differential privacy of the training rows, DP-SGD with opacus; epsilon per epoch is in the history.</p>'
+
+
 def _evaluation_plots(task: str, metrics: dict, predictions: dict, class_names: list[str]) -> str:
     test = metrics.get("test") or {}
     parts = []
@@ -370,6 +382,7 @@ def build_report(run: str | Path, run_name: Optional[str] = None) -> str:
         _section("Evaluation (test split)", _evaluation_plots(task, metrics, predictions, class_names)),
         _section("Training", _training_section(manifest, history)),
         _section("Cost", _cost_section(manifest.get("cost") or {})),
+        _section("Privacy", _privacy_section(manifest.get("privacy") or {})),
         _section("Data", _data_section(manifest)),
         _section("Compression", _compression_section(run)),
         _section("Explanations and fairness", _trust_section(run)),
