@@ -318,3 +318,23 @@ def test_try_it_page_works_in_headless_chromium(servers, tmp_path):
     assert 'name="colour"' in table and "prediction: " in table and '"big"' in table
     lm = page(servers["lm"] + "/?autorun=1")
     assert "generated: " in lm
+
+
+@pytest.mark.slow
+def test_generate_images_of_a_vae_as_base64_png(tmp_path):
+    import base64
+
+    from damoxing.api import train
+
+    run = train({"name": "vae", "data": {"source": "builtin:digits_images"}, "model": {"type": "vae", "size": "tiny"},
+                 "train": {"epochs": 1, "batch_size": 64}, "evaluate": {"bootstrap": 0}, "tracking": {"report": False}},
+                out=tmp_path / "vae", quiet=True).path
+    with TestClient(make_app(run)) as client:
+        body = client.post("/generate", json={"n": 4, "seed": 1}).json()
+        again = client.post("/generate", json={"n": 4, "seed": 1}).json()
+        assert client.post("/generate", json={"n": 0}).status_code == 422
+        assert client.post("/predict", json={"inputs": []}).status_code == 404
+        page = client.get("/").text
+    png = base64.b64decode(body["png_base64"])
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and body["n"] == 4 and body == again
+    assert 'MODE = "images"' in page
