@@ -92,6 +92,19 @@ def test_openapi_shows_the_runs_columns(tab_client):
     assert row["additionalProperties"] is False
 
 
+def test_column_names_that_are_not_identifiers_are_fields_too():
+    from types import SimpleNamespace
+
+    from damoxing.deploy.schemas import row_model
+
+    columns = [{"name": "my col", "kind": "numeric", "impute": 1.0}, {"name": "model_config", "kind": "categorical", "impute": "a", "categories": ["a"]}]
+    row = row_model(SimpleNamespace(inputs=SimpleNamespace(columns_=columns)))
+    assert row.model_validate({"my col": 2.0, "model_config": "a"}).model_dump(by_alias=True) == {"my col": 2.0, "model_config": "a"}
+    assert list(row.model_json_schema()["properties"]) == ["my col", "model_config"]
+    with pytest.raises(ValueError):
+        row.model_validate({"field_0": 2.0})
+
+
 @pytest.mark.parametrize("body, field", [
     ({"rows": [{"width": "wide"}]}, ["body", "rows", "0", "width"]),
     ({"rows": [{"width": 1.0, "shape": "round"}]}, ["body", "rows", "0", "shape"]),

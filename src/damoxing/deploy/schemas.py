@@ -21,27 +21,24 @@ def row_model(preprocessing) -> type[BaseModel]:
     fields: dict[str, Any] = {}
     for column in preprocessing.inputs.columns_:
         if column["kind"] == "numeric":
-            fields[column["name"]] = (Optional[FiniteFloat], Field(None, description=f"numeric; null is imputed as {column['impute']:.4g}",
-                                                                  examples=[round(float(column["impute"]), 4)]))
+            fields[column["name"]] = (Optional[FiniteFloat], dict(description=f"numeric; null is imputed as {column['impute']:.4g}",
+                                                                 examples=[round(float(column["impute"]), 4)]))
         else:
             cats = [str(c) for c in column["categories"]]
             shown = ", ".join(cats[:20]) + (" ..." if len(cats) > 20 else "")
-            fields[column["name"]] = (Optional[str], Field(None, max_length=10_000, examples=[str(column["impute"])],
-                                                           description=f"category: {shown} (others go to the unknown bucket; null is imputed)"))
-    return create_model("Row", __config__=STRICT, **_safe(fields))
+            fields[column["name"]] = (Optional[str], dict(max_length=10_000, examples=[str(column["impute"])],
+                                                          description=f"category: {shown} (others go to the unknown bucket; null is imputed)"))
+    return create_model("Row", __config__=ConfigDict(extra="forbid", populate_by_name=False), **_safe(fields))
 
 
 def _safe(fields: dict[str, Any]) -> dict[str, Any]:
     """Column names as pydantic fields: names pydantic cannot take as attributes get an alias."""
     out = {}
     for i, (name, (kind, info)) in enumerate(fields.items()):
-        if name.isidentifier() and not name.startswith("_") and name not in BaseModel.__dict__ and name not in ("model_config",):
-            out[name] = (kind, info)
+        if name.isidentifier() and not name.startswith(("_", "model_")) and not hasattr(BaseModel, name):
+            out[name] = (kind, Field(None, **info))
         else:
-            info.alias = name
-            info.validation_alias = name
-            info.serialization_alias = name
-            out[f"field_{i}"] = (kind, info)
+            out[f"field_{i}"] = (kind, Field(None, alias=name, **info))
     return out
 
 
