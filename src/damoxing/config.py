@@ -8,9 +8,20 @@ of every registered model family's own config class, chosen by `model.type`.
 
 from __future__ import annotations
 
+import json
 import re
+import types
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional
+from typing import (
+    Annotated,
+    Any,
+    ClassVar,
+    Literal,
+    Optional,
+    Union,
+    get_args,
+    get_origin,
+)
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -20,10 +31,37 @@ from damoxing.core.errors import ConfigError, did_you_mean
 Size = Literal["tiny", "small", "base"]
 
 
+Widths = list[Annotated[int, Field(ge=1)]]  # layer widths / channels: a 0 would build a model that learns nothing
+
+
+def _bool_for_number(value: Any, annotation: Any) -> bool:
+    """true/false given where the annotation wants an int or float (also inside Optional, lists and tuples):
+    pydantic would silently read it as 1/0."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return any(_bool_for_number(value, a) for a in get_args(annotation) if a is not type(None))
+    if origin is Annotated:
+        return _bool_for_number(value, get_args(annotation)[0])
+    if origin in (list, tuple) and isinstance(value, (list, tuple)) and get_args(annotation):
+        return any(_bool_for_number(v, get_args(annotation)[0]) for v in value)
+    return isinstance(value, bool) and annotation in (int, float)
+
+
 class StrictModel(BaseModel):
-    """Base for every config section: unknown keys are errors."""
+    """Base for every config section: unknown keys are errors, and true/false is not a number."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, value in data.items():
+                field = cls.model_fields.get(key) if isinstance(key, str) else None
+                if field is not None and _bool_for_number(value, field.annotation):
+                    what = "must hold numbers" if isinstance(value, (list, tuple)) else "must be a number"
+                    raise ValueError(f"'{key}' {what}, not {json.dumps(value)} (true/false is not read as 1/0)")
+        return data
 
 
 class SplitConfig(StrictModel):
@@ -37,7 +75,8 @@ class PreprocessConfig(StrictModel):
     numeric_impute: Literal["mean", "median"] = "mean"
     scaling: Literal["standard", "minmax", "none"] = "standard"
     categorical: Literal["onehot", "ordinal"] = "onehot"
-    max_categories: int = Field(100, ge=1)
+    max_categories: int = Field(100, ge=1, description="a categorical column keeps at most this many of its most frequent values; the rest share one '<other>' input")
+    min_category_count: int = Field(1, ge=1, description="a category seen fewer times than this in the training rows goes to '<other>'")
     image: Literal["standard", "minmax", "none"] = "standard"
     scale_target: bool = Field(True, description="standardize a regression target while training")
 
@@ -59,6 +98,8 @@ class DataConfig(StrictModel):
     labels: Optional[str] = Field(None, description="labels file for .npy / IDX images")
     features: Optional[list[str]] = Field(None, description="input columns; default: every column but the target")
     exclude: list[str] = Field(default_factory=list, description="table columns kept out of the model's inputs (e.g. a sensitive attribute that `damoxing audit` still reads from the data)")
+    columns: dict[str, Literal["numeric", "categorical", "text", "date", "drop"]] = Field(
+        default_factory=dict, description="a table column's kind, overriding the automatic choice: {NAME: numeric | categorical | text | date | drop}")
     split: SplitConfig = SplitConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     text: Optional[str] = Field(None, description="the text column of a CSV/Parquet table, for text models (rnn, transformer, gpt); default: the only column besides the target")

@@ -23,7 +23,7 @@ from typing import Any, Optional
 from damoxing.core.errors import ConfigError, UserError
 
 LOWER_IS_BETTER = ("loss", "rmse", "mae", "mse", "perplexity", "ece", "brier")
-COST_OBJECTIVES = {"flops": ("cost", "flops_per_sample"), "params": ("model", "parameters")}
+COST_OBJECTIVES = {"flops": ("cost", "flops_per_sample"), "params": ("model", "params")}
 
 
 @dataclass

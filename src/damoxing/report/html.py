@@ -297,8 +297,14 @@ def _data_section(manifest: dict) -> str:
         parts.append("<h3>missing values (imputed from the training split)</h3>" + (
             _table(["column", "missing"], [[_esc(k), "#" + _num(int(v))] for k, v in missing.items()])
             if missing else '<p class="note">none</p>'))
+    columns = data.get("column_summary") or []
+    if columns:
+        parts.append("<h3>columns (what each feature column was read as)</h3>" + _table(
+            ["column", "kind", "missing", "distinct", "action"],
+            [[_esc(c.get("column")), _esc(c.get("kind")), "#" + _num(c.get("missing")), "#" + _num(c.get("distinct")),
+              _esc(c.get("action"))] for c in columns]))
     for key, value in data.items():
-        if isinstance(value, (dict, list)) and key not in ("split_rows", "train_class_counts", "missing_values"):
+        if isinstance(value, (dict, list)) and key not in ("split_rows", "train_class_counts", "missing_values", "column_summary"):
             parts.append(f"<h3>{_esc(key)}</h3><pre>{_esc(json.dumps(value, indent=2))}</pre>")
     return "".join(parts)
 
