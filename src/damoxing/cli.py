@@ -295,6 +295,11 @@ def runs(
     _console().print(table)
     if not rows:
         typer.echo(f"no runs under {folder}", err=True)
+    from damoxing.runs.tracking import unfinished_runs
+
+    for u in unfinished_runs(folder):  # stale partial folders are shown, never removed
+        how = f"continue with: damoxing train --resume {u['final']}" if u["resumable"] else "no checkpoint: remove it when no training writes it"
+        typer.echo(f"unfinished: {u['path']} ({u['age_hours']:.1f} h old; {how})", err=True)
 
 
 @app.command()
@@ -518,6 +523,22 @@ def compress(
     for line in summary_lines(result):
         typer.echo(line, err=True)
     typer.echo(result.path)
+
+
+@app.command()
+def serve(
+    run: Path = typer.Argument(..., help="A run folder."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback needs DAMOXING_API_KEY set."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    workers: int = typer.Option(1, "--workers", help="Worker processes (each loads the model; the app is stateless)."),
+    backend: str = typer.Option("torch", "--backend", help="torch (the run's model) or onnx (exported at start, run with onnxruntime)."),
+    max_batch: int = typer.Option(64, "--max-batch", help="Most rows in one micro-batched forward pass (1: no batching)."),
+    max_wait_ms: float = typer.Option(1.0, "--max-wait-ms", help="How long a request waits for others to batch with."),
+) -> None:
+    """Serve a run over HTTP (FastAPI): /predict, /generate, /embed, /metadata, /metrics, /docs and a try-it page at /."""
+    from damoxing.verbs.serve import serve as serve_run
+
+    serve_run(run, host=host, port=port, workers=workers, backend=backend, max_batch=max_batch, max_wait_ms=max_wait_ms)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
