@@ -313,18 +313,9 @@ def recover(
 
 
 def _say_leftovers(folder: Path, skipped: list[str]) -> None:
-    """Notes on stderr for what `runs` left out: damaged run folders and unfinished (.partial) runs."""
-    from damoxing.runs.tracking import partial_runs
-
+    """Notes on stderr for the damaged run folders `runs` left out of its table."""
     for entry in skipped:
         typer.echo(f"note: skipped a damaged run folder: {entry}", err=True)
-    for p in partial_runs(folder):
-        if p["checkpoint"]:
-            how = f"continue it with `damoxing train --resume {p['final']}`"
-        else:
-            how = "it holds the files written before the run stopped; delete it when not needed"
-        state = "stale, " if p["stale"] else "possibly still being written, "
-        typer.echo(f"note: unfinished run {p['path']} ({state}last changed {p['age_seconds']:.0f} s ago): {how}", err=True)
 
 
 @app.command()

@@ -170,29 +170,6 @@ def list_runs(root: str | Path = "runs", skipped: Optional[list[str]] = None) ->
     return rows
 
 
-STALE_SECONDS = 600  # a partial folder untouched this long belongs to a run that stopped
-
-
-def partial_runs(root: str | Path = "runs") -> list[dict[str, Any]]:
-    """Unfinished runs under `root`: the hidden `.NAME.partial` folders a run writes into before its
-    commit. Each row: path, the final folder it belongs to, seconds since anything in it changed,
-    whether it holds a checkpoint (then `damoxing train --resume FINAL` continues it) and `stale`
-    (untouched for STALE_SECONDS: no run is writing it any more)."""
-    root = Path(root)
-    rows = []
-    for here, subfolders, _ in os.walk(root):
-        for name in sorted(subfolders):
-            if name.startswith(".") and name.endswith(".partial"):
-                folder = Path(here) / name
-                times = [p.stat().st_mtime for p in folder.rglob("*")] + [folder.stat().st_mtime]
-                age = time.time() - max(times)
-                rows.append({"path": str(folder), "final": str(Path(here) / name[1:-len(".partial")]),
-                             "age_seconds": age, "stale": age > STALE_SECONDS,
-                             "checkpoint": (folder / "checkpoints").is_dir()})
-        subfolders[:] = [d for d in subfolders if not d.startswith(".") and d not in SKIP_FOLDERS]
-    return rows
-
-
 def sort_runs(rows: list[dict], key: str) -> list[dict]:
     """Sorted by `key` (descending for numbers, so the best metric or the costliest run comes first;
     ascending for text); rows without a value go last."""
