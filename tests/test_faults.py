@@ -68,7 +68,8 @@ def test_eight_concurrent_trainings_of_one_config_all_complete_into_distinct_fol
     from damoxing.runs.folder import is_run
 
     config = _config(tmp_path)
-    procs = [subprocess.Popen([sys.executable, "-m", "damoxing", "train", str(config), "--quiet"], cwd=tmp_path,
+    fast = ["--set", "cost.enabled=false", "--set", "tracking.report=false"]  # eight imports of torch are the cost here
+    procs = [subprocess.Popen([sys.executable, "-m", "damoxing", "train", str(config), "--quiet", *fast], cwd=tmp_path,
                               env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(8)]
     outputs = [p.communicate(timeout=400) for p in procs]
     assert [p.returncode for p in procs] == [0] * 8, [o[1][-400:] for o in outputs]
