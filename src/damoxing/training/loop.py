@@ -43,7 +43,7 @@ import torch
 from damoxing.config import TrainConfig
 from damoxing.core.console import note
 from damoxing.core.errors import ConfigError
-from damoxing.models.protocols import GroupsParameters, OwnsUpdate
+from damoxing.models.protocols import GroupsParameters, OwnsUpdate, TrainsOnFeatures
 from damoxing.models.runtime import autocast_context
 from damoxing.training import distributed as dist
 from damoxing.training.batches import (
@@ -126,6 +126,7 @@ def fit(
     ctx = dist.current()
     torch.manual_seed(config.seed + ctx.rank)  # dropout differs per process; rank 0 matches a single process
     configure_cuda(config, device)
+    model, train, val = on_features(model, train, val, config, device)
     channels_last = use_channels_last(model, train.x, config, device)
     model.to(device)
     if channels_last:
@@ -218,6 +219,24 @@ def fit(
     result.best_score, result.best_epoch = state.early.best_score, state.early.best_epoch
     result.train_seconds = clock.seconds()
     return result
+
+
+def on_features(model: torch.nn.Module, train: Split, val: Optional[Split], config: TrainConfig,
+                device: torch.device) -> tuple[torch.nn.Module, Split, Optional[Split]]:
+    """A frozen encoder under a head (TrainsOnFeatures) runs once: each split becomes its features
+    and the head alone trains on them (its parameters are the model's, so the model ends trained).
+    Anything else is returned as it is."""
+    head = model.frozen_head() if isinstance(model, TrainsOnFeatures) else None
+    if head is None:
+        return model, train, val
+    started = time.perf_counter()
+    model.to(device)
+    train = Split(model.features(train.x, config.eval_batch_size), train.y)
+    if val is not None:
+        val = Split(model.features(val.x, config.eval_batch_size), val.y)
+    rows = len(train) + (len(val) if val is not None else 0)
+    note(f"frozen encoder: features of {rows:,} rows computed once in {time.perf_counter() - started:.1f} s; the head trains on them")
+    return head, train, val
 
 
 def place_data(train: Split, val: Optional[Split], config: TrainConfig, device: torch.device, ctx,
