@@ -17,7 +17,7 @@ def run(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("fasttext")
     data = topic_sentences(folder / "topics.csv", 240)
-    config = {"name": "fasttext", "data": {"source": str(data), "target": "topic"}, "model": {"type": "fasttext"},
+    config = {"name": "fasttext", "data": {"source": str(data), "target": "topic"}, "model": {"type": "fasttext", "dim": 16, "buckets": 1024},
               "train": {"epochs": 15, "batch_size": 32, "optimizer": {"name": "adam", "lr": 0.01}}}
     return train(config, out=folder / "run", quiet=True)
 
