@@ -112,3 +112,38 @@ def test_dynamic_padding_changes_no_output(folder):
     whole = model(x).detach()  # gradients on in eval mode (explain): the full width
     torch.testing.assert_close(cut, whole, rtol=1e-4, atol=1e-5)
     assert model.trimmed(x).shape[1] == 24  # with gradients in eval mode nothing is cut
+
+
+def test_length_grouped_batches_keep_every_row_and_sort_each_group():
+    from damoxing.training.batches import GROUP_BATCHES, length_grouped
+
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, 60, (1000,), generator=g)
+    order = torch.randperm(1000, generator=g)
+    grouped = length_grouped(order, lengths, batch=4)
+    assert sorted(grouped.tolist()) == list(range(1000))
+    group = 4 * GROUP_BATCHES
+    for start in range(0, 1000, group):
+        assert set(grouped[start : start + group].tolist()) == set(order[start : start + group].tolist())  # rows stay in their run
+        keys = lengths[grouped[start : start + group]]
+        assert bool((keys[:-1] >= keys[1:]).all())
+    assert torch.equal(grouped, length_grouped(order, lengths, batch=4))  # a function of the order: resume repeats it
+
+
+def test_lora_training_batches_are_length_grouped_and_cut(folder):
+    """The loop hands a model that cuts padding (CutsPadding) length-grouped batches: less padding in total."""
+    from damoxing.config import TrainConfig
+    from damoxing.tasks import TASKS
+    from damoxing.training.loop import Split, fit
+
+    model = make_model(folder, "lora")
+    x = padded_ids(96, 40, seed=3)
+    y = torch.randint(0, 2, (96,), generator=torch.Generator().manual_seed(1))
+    widths = []
+    model.backbone.register_forward_pre_hook(lambda _m, args, kwargs: widths.append(kwargs["input_ids"].shape[1]) if model.training else None,
+                                             with_kwargs=True)
+    config = TrainConfig(epochs=1, batch_size=8, early_stopping=None)
+    fit(model, Split(x, y), None, TASKS.get("classification")(config), config, torch.device("cpu"))
+    real = (x != PAD).sum(1)
+    assert len(widths) == 12 and sum(widths) == int(real.sort(descending=True).values[::8].sum())  # each batch as wide as its longest
+    assert sum(widths) < 12 * 40

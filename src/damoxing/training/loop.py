@@ -43,7 +43,7 @@ import torch
 from damoxing.config import TrainConfig
 from damoxing.core.console import note
 from damoxing.core.errors import ConfigError
-from damoxing.models.protocols import GroupsParameters, OwnsUpdate, TrainsOnFeatures
+from damoxing.models.protocols import CutsPadding, GroupsParameters, OwnsUpdate, TrainsOnFeatures
 from damoxing.models.runtime import autocast_context
 from damoxing.training import distributed as dist
 from damoxing.training.batches import (
@@ -131,7 +131,7 @@ def fit(
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    batches, val = place_data(train, val, config, device, ctx, channels_last)
+    batches, val = place_data(train, val, config, device, ctx, channels_last, text_lengths(model, train))
     n_params = sum(p.numel() for p in model.parameters())
     strategy = dist.choose_strategy(config.distributed, n_params, config.fsdp_min_params) if ctx.active else "single"
     dist.require_supported(strategy, config.l1, config.l2)
@@ -239,12 +239,20 @@ def on_features(model: torch.nn.Module, train: Split, val: Optional[Split], conf
     return head, train, val
 
 
+def text_lengths(model: torch.nn.Module, train: Split) -> Optional[torch.Tensor]:
+    """Real tokens per training text when the model cuts each batch to its longest (CutsPadding):
+    the batches are then grouped by length. None for anything else."""
+    if not isinstance(model, CutsPadding) or model.pad_id is None or train.x.dim() != 2 or train.x.is_floating_point():
+        return None
+    return (train.x != model.pad_id).sum(1)
+
+
 def place_data(train: Split, val: Optional[Split], config: TrainConfig, device: torch.device, ctx,
-               channels_last: bool) -> tuple[TrainBatches, Optional[Split]]:
+               channels_last: bool, lengths: Optional[torch.Tensor] = None) -> tuple[TrainBatches, Optional[Split]]:
     """The training batches, resident on the device or streamed (chosen by size), and the
     validation split: on the device unless it alone would not fit (the tasks then move batches)."""
     path, why = choose_path(config, train.nbytes + (val.nbytes if val is not None else 0), device)
-    batches = make_batches(train.x, train.y, path, config, device, ctx.rank, ctx.world, channels_last)
+    batches = make_batches(train.x, train.y, path, config, device, ctx.rank, ctx.world, channels_last, lengths)
     if val is not None and len(val):
         val = val.to(device) if path == "resident" or fits_on_device(val.nbytes, device) else val
     else:
