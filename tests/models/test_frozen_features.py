@@ -106,7 +106,7 @@ def test_dynamic_padding_cuts_each_training_batch_to_its_longest_text(folder):
 
 def test_dynamic_padding_changes_no_output(folder):
     model = make_model(folder, "full").eval()
-    x = padded_ids(9, 24)
+    x = padded_ids(90, 24)  # more than SORTED_ROWS: the length-sorted path too
     with torch.no_grad():
         cut = model(x)  # no gradients: cut to the longest text
     whole = model(x).detach()  # gradients on in eval mode (explain): the full width

@@ -34,6 +34,8 @@ from damoxing.models import hf_checkpoint as ckpt
 from damoxing.models.export_view import ExportView, rows_and_steps
 from damoxing.models.registry import MODELS
 
+SORTED_ROWS = 64  # predicting more rows than this on a CPU (no autograd): sorted by length, batches of this many
+
 
 class LoraOptions(StrictModel):
     rank: int = Field(8, ge=1, description="rank r of each adapter: it adds r x (in + out) parameters per adapted layer")
@@ -158,6 +160,8 @@ class PretrainedModel(nn.Module):
         """(B, T) token ids -> (B, n_outputs), or (B, T, vocab) next-token logits for a language model."""
         if self.is_language_model:
             return self.backbone(input_ids=x, use_cache=False).logits
+        if self.head is not None and x.shape[0] > SORTED_ROWS and self._cuts(x):
+            return self.head(self.features(x, SORTED_ROWS))  # many rows to predict: in length-sorted batches
         x = self.trimmed(x)
         real = self._real_tokens(x)
         return self.head(self.pool(self.hidden_states(x, real), real))
@@ -169,15 +173,19 @@ class PretrainedModel(nn.Module):
         cost time. Kept whole on accelerators (reading the length back is a host sync per step), while
         exporting or tracing (the graph keeps T as its input axis), and in eval mode with gradients on
         (explain's integrated gradients swap in embeddings of the full length)."""
-        if self.pad_id is None or x.device.type != "cpu" or x.dim() != 2 or x.shape[1] < 2:
-            return x
-        if not self.training and torch.is_grad_enabled():
-            return x
-        if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing():
+        if not self._cuts(x) or x.shape[1] < 2:
             return x
         used = (x != self.pad_id).any(0).nonzero()
         longest = int(used[-1]) + 1 if used.numel() else 1
         return x[:, :longest] if longest < x.shape[1] else x
+
+    def _cuts(self, x: torch.Tensor) -> bool:
+        """Whether batches of x may be cut or regrouped by length (see `trimmed`)."""
+        if self.pad_id is None or self.is_language_model or x.device.type != "cpu" or x.dim() != 2:
+            return False
+        if not self.training and torch.is_grad_enabled():
+            return False
+        return not (torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing())
 
     # -- a frozen encoder runs once: the head trains on its pooled features ------------------------
 
@@ -198,7 +206,7 @@ class PretrainedModel(nn.Module):
         with torch.inference_mode():
             lengths = (x != self.pad_id).sum(1) if self.pad_id is not None else torch.full((x.shape[0],), x.shape[1])
             order = torch.argsort(lengths.cpu(), stable=True)
-            for rows in order.split(min(batch_size, 256)):
+            for rows in order.split(min(batch_size, 256)):  # more rows per batch would not run faster on a CPU
                 xb = x[rows.to(x.device)].to(device)
                 used = (xb != self.pad_id).any(0).nonzero() if self.pad_id is not None else None
                 xb = xb[:, : int(used[-1]) + 1] if used is not None and used.numel() else xb
