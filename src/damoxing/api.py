@@ -9,6 +9,7 @@
     damoxing.explain(run.path)                                # verbs/explain.py: attributions, sanity check, importance
     damoxing.audit(run.path, sensitive="sex", mitigate="equalized_odds")   # verbs/audit.py
     damoxing.export(run.path, format="onnx")                  # verbs/export.py -> ExportReport
+    damoxing.compress(run.path, "quantize")                   # verbs/compress.py -> Compressed (a new run)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from damoxing.inference.predictor import Predictor, load
 from damoxing.runs.comparison import Comparison
 from damoxing.verbs.audit import AuditResult, audit
 from damoxing.verbs.compare import compare
+from damoxing.verbs.compress import Compressed, compress
 from damoxing.verbs.evaluate import evaluate
 from damoxing.verbs.explain import ExplainResult, explain
 from damoxing.verbs.export import export
@@ -27,4 +29,5 @@ from damoxing.verbs.predict import predict
 from damoxing.verbs.train import Run, train
 
 __all__ = ["Run", "Predictor", "Comparison", "Ladder", "train", "evaluate", "load", "predict", "generate", "compare", "ladder",
-           "explain", "audit", "ExplainResult", "AuditResult", "export", "ExportReport"]
+           "explain", "audit", "ExplainResult", "AuditResult", "export", "ExportReport",
+           "compress", "Compressed"]

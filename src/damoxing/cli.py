@@ -27,8 +27,15 @@ _state = {"debug": False}
 
 
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks for errors.")) -> None:
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks for errors."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Load runs without checking their files against the checksums in manifest.json."),
+) -> None:
     _state["debug"] = debug
+    if no_verify:  # imported only when asked: `--help` stays fast
+        from damoxing.runs.folder import set_verify
+
+        set_verify(False)
 
 
 def _parse_sets(sets: Optional[List[str]]) -> dict:
@@ -76,6 +83,9 @@ def train(
     run = train_run(config, out=out, quiet=quiet, overrides=_parse_sets(set_), resume=resume)
     if int(os.environ.get("RANK", "0")) == 0:
         typer.echo(str(run.path))
+    if run.manifest.get("training", {}).get("stopped") == "interrupted":  # Ctrl-C: saved what was trained, exit 130
+        print(f"interrupted: what was trained so far is saved in {run.path}", file=sys.stderr)
+        sys.exit(130)
 
 
 @app.command()
@@ -394,12 +404,55 @@ def export(
     typer.echo(report.file)
 
 
+def _run_app(argv: Optional[list[str]]) -> None:
+    """The app; `--no-verify` (read by the callback) holds for this one command only."""
+    try:
+        app(args=argv, standalone_mode=False)
+    finally:
+        folder = sys.modules.get("damoxing.runs.folder")
+        if folder is not None:
+            folder.set_verify(True)
+
+
+@app.command()
+def compress(
+    run: Path = typer.Argument(..., help="A finished run folder (the original is only read)."),
+    method: str = typer.Option(..., "--method", help="quantize (int8 through ONNX Runtime), prune (neurons / channels) or distill (a student config)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="The new run folder (must not exist); default <run>-<method>-<time> beside the run."),
+    dtype: str = typer.Option("int8", "--dtype", help="quantize: the weights' type (int8)."),
+    mode: str = typer.Option("dynamic", "--mode", help="quantize: dynamic (any exportable family) or static (cnn, calibrated on training rows)."),
+    sparsity: float = typer.Option(0.5, "--sparsity", help="prune: the share of neurons / channels (or weights) removed, in (0, 1)."),
+    structured: str = typer.Option("true", "--structured", help="prune: true (remove whole neurons / channels) or false (zero single weights by magnitude)."),
+    finetune_epochs: Optional[int] = typer.Option(None, "--finetune-epochs", help="prune: epochs of fine-tuning (default: the run's train.epochs)."),
+    student: Optional[Path] = typer.Option(None, "--student", help="distill: the student's config (YAML); its data must be the teacher run's."),
+    temperature: float = typer.Option(4.0, "--temperature", help="distill: softmax temperature T of the KL term (x T^2)."),
+    alpha: float = typer.Option(0.5, "--alpha", help="distill: weight of the task loss beside the KL term."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the latency and throughput measurements (default: torch's)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """Compress a run into a NEW run folder (int8, pruned or distilled) and measure before against after on its test rows:
+    metric with intervals and a paired test, size, parameters, FLOPs, latency, throughput, energy. Prints the new folder last."""
+    from damoxing.core.errors import UserError
+    from damoxing.verbs.compress import compress as compress_run
+    from damoxing.verbs.compress import summary_lines
+
+    flags = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+    if structured.lower() not in flags:
+        raise UserError(f"--structured is '{structured}'; give true (remove whole neurons / channels) or false (zero single weights).")
+    result = compress_run(run, method, out=out, dtype=dtype, mode=mode, sparsity=sparsity, structured=flags[structured.lower()],
+                          finetune_epochs=finetune_epochs, student=student, temperature=temperature, alpha=alpha, threads=threads,
+                          quiet=quiet)
+    for line in summary_lines(result):
+        typer.echo(line, err=True)
+    typer.echo(result.path)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: runs the app and turns user errors into one paragraph and exit code 2."""
     from damoxing.core.errors import UserError
 
     try:
-        app(args=argv, standalone_mode=False)
+        _run_app(argv)
     except UserError as e:
         if _state["debug"]:
             raise
@@ -414,16 +467,34 @@ def main(argv: Optional[list[str]] = None) -> None:
     except SystemExit:
         raise
     except Exception as e:  # click usage errors carry their own formatting
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+        click_exception, abort = _click_error_classes()
+        if isinstance(e, abort):  # Ctrl-C inside click's own handling arrives as Abort
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+        if isinstance(e, click_exception):
             e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            print("aborted", file=sys.stderr)
-            sys.exit(1)
+            sys.exit(2 if e.exit_code == 1 else e.exit_code)  # a usage mistake is a user error: exit 2
         raise
 
+
+def _click_error_classes() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """Click's ClickException and Abort, from every click typer may use.
+
+    typer 0.29 vendors click as `typer._click`; older typers use the separate `click` package.
+    Catching only one of them let every usage mistake end in a traceback with exit 1."""
+    import importlib
+
+    exceptions, aborts = [], []
+    for name in ("typer._click.exceptions", "typer.exceptions", "click.exceptions"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "ClickException"):
+            exceptions.append(module.ClickException)
+        if hasattr(module, "Abort"):
+            aborts.append(module.Abort)
+    return tuple(exceptions), tuple(aborts)
 
 if __name__ == "__main__":
     main()

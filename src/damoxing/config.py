@@ -252,12 +252,36 @@ class ConfigBase(StrictModel):
 # Loading: YAML + overrides -> validated Config
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last, silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"the key '{key}' appears twice in one section (lines {seen[key]} and "
+                                  f"{key_node.start_mark.line + 1}); keep one of them.")
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"Config file '{path}' does not exist. Write one with `damoxing init` or pass the path of an existing YAML file.")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"Config file '{path}' does not exist. Write one with `damoxing init` or pass the path of an existing YAML file.") from None
+    except IsADirectoryError:
+        raise ConfigError(f"'{path}' is a folder, not a config file; pass a YAML file (e.g. {path}/config.yaml).") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"Config file '{path}' is not UTF-8 text (byte {e.start} cannot be decoded); save it as UTF-8.") from None
+    except OSError as e:  # a symlink loop, permissions
+        raise ConfigError(f"Config file '{path}' cannot be read: {e.strerror or e}.") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as e:
+        raise ConfigError(f"Config file '{path}': {e.message}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"Config file '{path}' is not valid YAML: {e}") from None
     if data is None:

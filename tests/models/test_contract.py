@@ -259,12 +259,11 @@ def test_model_that_does_not_take_the_data_kind_says_which_do():
 def test_seed_cnns_are_expressible():
     from damoxing.models.cnn import CNN, CNNConfig
 
-    # seed 000: conv 32 -> conv 64 -> pool -> FC 128 -> 10, on 3x32x32 input (the seed hard-codes 64*6*6 for
-    # its own crop; here the flatten size is computed)
-    seed000 = CNN((3, 32, 32), 10, CNNConfig(conv_channels=[32, 64], pool_every=2, dense=[128], dropout=0.0))
+    # seed 000: conv 32 -> pool -> conv 64 -> pool -> FC 128 -> 10 on 28x28x1 (64 * 7 * 7 flattened)
+    seed000 = CNN((1, 28, 28), 10, CNNConfig(conv_channels=[32, 64], pool_every=1, dense=[128], dropout=0.0))
     convs = [m for m in seed000.features if isinstance(m, torch.nn.Conv2d)]
-    assert [c.out_channels for c in convs] == [32, 64] and seed000.dense[0].in_features == 64 * 16 * 16
-    assert seed000(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    assert [c.out_channels for c in convs] == [32, 64] and seed000.dense[0].in_features == 64 * 7 * 7
+    assert seed000(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     # seed 001 (Keras): 3 valid convs 32/64/64, pools after the first two, dense 64 on 28x28x1
     seed001 = CNN((1, 28, 28), 10, CNNConfig(conv_channels=[32, 64, 64], padding="valid", pool_every=1, pool_last=False,
                                             dense=[64], dropout=0.0))

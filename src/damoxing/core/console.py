@@ -1,6 +1,10 @@
 """Where damoxing talks to people: stderr for progress, notes and warnings; stdout for results.
 
-Notes and the progress bar can be silenced for a block of work, `with quiet(True): ...`: the
+On a terminal, training shows a rich progress bar. When stderr is not a terminal (a log file, CI,
+nohup, a scheduler) a bar would print nothing until the end, so instead each stage of the work
+(`stage`) and each epoch (training/progress.py) print one plain line as they happen.
+
+Notes, stage lines and the progress bar can be silenced for a block of work, `with quiet(True): ...`: the
 setting belongs to that block (and to its thread or task: a context variable), so a quiet call
 leaves nothing behind for the next one.
 """
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 
@@ -36,6 +41,23 @@ def stderr_console():
     return Console(stderr=True, highlight=False)
 
 
+def stderr_is_terminal() -> bool:
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def log_lines() -> bool:
+    """Whether progress is written as plain lines (stderr is not a terminal, and not quiet)."""
+    return not _QUIET.get() and not stderr_is_terminal()
+
+
+def stage(what: str) -> None:
+    """A line as a stage of the work starts (loading, preparing, training, evaluating, writing), for
+    logs: only when stderr is not a terminal, where nothing else would show that work is going on."""
+    if log_lines():
+        print(f"[{time.strftime('%H:%M:%S')}] {what}", file=sys.stderr, flush=True)
+
+
 def note(message: str) -> None:
     """An informational line on stderr (silenced by --quiet)."""
     if not _QUIET.get():
@@ -48,8 +70,8 @@ def warn(message: str) -> None:
 
 
 def progress_bar():
-    """A rich progress bar on stderr (None when quiet)."""
-    if _QUIET.get():
+    """A rich progress bar on stderr (None when quiet, or when stderr is not a terminal: plain lines then)."""
+    if _QUIET.get() or not stderr_is_terminal():
         return None
     from rich.progress import (
         BarColumn,

@@ -39,6 +39,12 @@ class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the best weights so far were kept."""
 
 
+class TrainingInterrupted(UserError):
+    """Ctrl-C during training: what was trained is saved (or the checkpoint kept for --resume); exit 130."""
+
+    exit_code = 130
+
+
 def did_you_mean(value: str, choices: Iterable[str]) -> str:
     """Return ' Did you mean 'x'?' for a near miss, else ''."""
     close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)

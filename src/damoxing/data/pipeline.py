@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from damoxing.core.console import stage
 from damoxing.core.errors import ConfigError, DataError
 from damoxing.data.kinds import PreparedData, Preprocessing, choose_kind, data_kind
 from damoxing.data.schema import ModelNeeds
@@ -29,8 +30,11 @@ def prepare_data(config, needs: ModelNeeds, base_dir: Optional[Path] = None) -> 
     config = _task_of_model(config, needs)
     source = resolve_path(config.data.source, base_dir)
     labels = resolve_path(config.data.labels, base_dir) if config.data.labels else None
+    stage(f"loading {config.data.source}")
     raw = load_source(source, config.data.target, labels)
-    return choose_kind(raw, config, needs).prepare(raw, config, needs, base_dir)
+    kind = choose_kind(raw, config, needs)
+    stage(f"preparing {kind.name} data: splits, preprocessing fitted on the training rows")
+    return kind.prepare(raw, config, needs, base_dir)
 
 
 def read_inputs(path: str | Path, kind: str, target: Optional[str]) -> tuple[Any, Optional[np.ndarray]]:

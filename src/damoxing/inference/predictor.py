@@ -8,7 +8,7 @@ from typing import Any, Optional
 import numpy as np
 
 from damoxing.core.errors import RunFolderError, UserError
-from damoxing.runs.folder import check_run, model_format, read_json
+from damoxing.runs.folder import check_run, model_format, read_json, verify_run
 
 
 class Predictor:
@@ -35,8 +35,13 @@ class Predictor:
         from damoxing.tasks import TASKS
 
         self.path = check_run(path)
+        verify_run(self.path)  # every file against its sha256 in manifest.json (damoxing --no-verify skips it)
         self.config = load_config(self.path / "config.yaml")
-        self.preprocessing = Preprocessing.from_dict(read_json(self.path / "preprocessing.json"), self.path)
+        try:
+            self.preprocessing = Preprocessing.from_dict(read_json(self.path / "preprocessing.json"), self.path)
+        except (KeyError, TypeError, ValueError) as e:
+            raise RunFolderError(f"'{self.path / 'preprocessing.json'}' is damaged: it lacks or garbles {e}. "
+                                 "Train the run again; a run's files are not meant to be edited.") from None
         self.schema = self.preprocessing.schema
         self.task_name = self.schema.task
         self.task = TASKS.get(self.task_name)(self.config.train)
@@ -48,11 +53,16 @@ class Predictor:
             self.model = OnnxModel.load(self.path / "model.onnx")
         else:
             self.model = create_model(self.config.model, self.schema)
-            state = load_file(str(self.path / "model.safetensors"))
+            try:
+                state = load_file(str(self.path / "model.safetensors"))
+            except Exception as e:  # safetensors raises its own error type for a truncated or garbled file
+                raise RunFolderError(f"'{self.path / 'model.safetensors'}' cannot be read ({e}); the file is damaged. "
+                                     "Train the run again.") from None
             try:
                 self.model.load_state_dict(state)
             except RuntimeError as e:
-                raise RunFolderError(f"The weights in '{self.path / 'model.safetensors'}' do not fit the model its config.yaml describes: {str(e).splitlines()[0]}") from None
+                raise RunFolderError(f"The weights in '{self.path / 'model.safetensors'}' do not fit the model its config.yaml describes "
+                                     f"(was config.yaml edited?): {' '.join(str(e).split())[:400]}") from None
         self.model.to(self.device).eval()
         from damoxing.inference.postprocess import read_postprocess
 

@@ -23,7 +23,7 @@ def run_data(predictor):
     recorded = manifest.get("data", {})
     indices = split_indices(predictor.path)
     config = predictor.config
-    prepared = rebuild_data(config, predictor.preprocessing, indices, config_folder(config.data.source, recorded.get("source", "")))
+    prepared = rebuild_data(config, predictor.preprocessing, indices, _source_folder(config.data.source, manifest))
     if prepared.fingerprint != recorded.get("fingerprint"):
         warn(f"the data at {prepared.source} changed since this run was trained (fingerprint differs); "
              "its splits may not hold the rows metrics.json was computed on.")
@@ -40,6 +40,17 @@ def split_indices(run: Path) -> dict[str, np.ndarray]:
             return {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # missing, truncated, not an .npz
         raise RunFolderError(f"'{file}' (the run's split indices) cannot be read ({type(e).__name__}: {e}); the run folder is damaged.") from None
+
+
+def _source_folder(source: str, manifest: dict) -> Optional[Path]:
+    """Where a relative data.source is found from any working directory: the config's folder or the
+    working directory recorded at training time, else the folder read off the recorded path."""
+    if not source.startswith("builtin:") and not Path(source).is_absolute():
+        for key in ("config_dir", "working_dir"):
+            folder = manifest.get(key)
+            if folder and (Path(folder) / source).exists():
+                return Path(folder)
+    return config_folder(source, manifest.get("data", {}).get("source", ""))
 
 
 def config_folder(config_source: str, recorded: str) -> Optional[Path]:

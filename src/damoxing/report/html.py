@@ -330,6 +330,12 @@ def _evaluation_plots(task: str, metrics: dict, predictions: dict, class_names: 
     return "".join(parts)
 
 
+def _compression_section(run: Path) -> str:
+    from damoxing.report.compression_section import compression_section
+
+    return compression_section(run)
+
+
 def _trust_section(run: Path) -> str:
     from damoxing.report.trust_section import trust_section
 
@@ -365,6 +371,7 @@ def build_report(run: str | Path, run_name: Optional[str] = None) -> str:
         _section("Training", _training_section(manifest, history)),
         _section("Cost", _cost_section(manifest.get("cost") or {})),
         _section("Data", _data_section(manifest)),
+        _section("Compression", _compression_section(run)),
         _section("Explanations and fairness", _trust_section(run)),
         _section("Config (resolved)", f"<pre>{_esc(config_text)}</pre>" if config_text else ""),
         _section("Manifest", f"<details><summary>manifest.json</summary><pre>{_esc(json.dumps(manifest, indent=2))}</pre></details>"

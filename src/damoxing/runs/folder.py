@@ -9,12 +9,19 @@
     manifest.json        versions, data fingerprint, seed, timings, costs
     splits.npz           row indices of train/val/test in the source (plain int arrays)
 
-A run is written into a hidden temporary folder and renamed into place at the end, so a crash
-never leaves a half-written run that looks complete.
+A run is a transaction. Its final name is reserved at the start (an empty folder made with an
+atomic mkdir, so any number of concurrent trainings get distinct folders); it is written into a
+hidden `.NAME.partial` folder and renamed over the empty reservation at the end, so a crash never
+leaves a half-written run that looks complete, and the commit never deletes anything. manifest.json
+lists the sha256 of every file written before it (`files`); loading a run checks them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import errno
+import hashlib
 import json
 import os
 import shutil
@@ -29,24 +36,74 @@ MODEL_FILES = {"safetensors": "model.safetensors", "onnx": "model.onnx"}  # a ru
 
 
 def new_run_path(out: str | Path | None, name: str) -> Path:
-    """runs/<name>-<YYYYmmdd-HHMMSS>[-k] (or exactly `out` when it is given and does not exist yet)."""
+    """Reserve the run's final folder and return it: exactly `out` when given (refused when it is
+    not empty), else runs/<name>-<YYYYmmdd-HHMMSS>[-k].
+
+    The reservation is an empty folder made with an atomic mkdir, so concurrent trainings of one
+    config always get distinct folders; making it also proves the destination writable before
+    any work (a read-only or missing destination fails here, in seconds)."""
     if out is not None:
         out = Path(out)
-        if out.exists() and any(out.iterdir()):
-            if is_run(out):
-                raise RunFolderError(f"--out '{out}' already holds a run; choose a new folder so that run is not overwritten.")
-            base = out  # a parent folder: put the run inside it
-        else:
+        if out.exists():
+            if not out.is_dir():
+                raise RunFolderError(f"--out '{out}' is a file; give a new folder for the run.")
+            if any(out.iterdir()):
+                what = "a run" if is_run(out) else "files"
+                raise RunFolderError(
+                    f"--out '{out}' already holds {what}; --out is the run folder itself, so give a new or empty "
+                    "folder (nothing there is overwritten).")
+            probe_writable(out)
             return out
-    else:
-        base = Path("runs")
+        _reserve(out)
+        return out
+    base = Path("runs")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = base / f"{name}-{stamp}"
-    k = 1
-    while path.exists():
-        k += 1
-        path = base / f"{name}-{stamp}-{k}"
-    return path
+    for k in range(1, 10_000):
+        path = base / (f"{name}-{stamp}" if k == 1 else f"{name}-{stamp}-{k}")
+        if RunWriter.partial_path(path).exists():
+            continue
+        try:
+            _reserve(path)
+            return path
+        except FileExistsError:
+            continue
+    raise RunFolderError(f"Could not reserve a run folder for '{name}' under {base}: 10,000 names are taken.")
+
+
+def _reserve(path: Path) -> None:
+    """mkdir the final folder (its parents too); FileExistsError when another run took it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir()
+    except FileExistsError:
+        raise
+    except OSError as e:
+        raise RunFolderError(_unwritable(path, e)) from None
+
+
+def release(path: Path) -> None:
+    """Give back a reserved final folder that was never filled (a run that failed before its commit)."""
+    with contextlib.suppress(OSError):
+        Path(path).rmdir()  # only ever removes an empty folder
+
+
+def probe_writable(folder: str | Path) -> None:
+    """Write and remove a small file in `folder` (made if missing): a clear error now instead of
+    after the work, when the destination is read-only, full or not a folder."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".damoxing-probe-{os.getpid()}"
+        probe.write_bytes(b"0" * 4096)
+        probe.unlink()
+    except OSError as e:
+        raise RunFolderError(_unwritable(folder, e)) from None
+
+
+def _unwritable(path: Path, error: OSError) -> str:
+    reason = {errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+              errno.ENOSPC: "the disk is full", errno.ENOTDIR: "a part of the path is a file"}.get(error.errno, str(error))
+    return f"Cannot write to '{path}': {reason}. Nothing was trained; choose another --out (a writable folder)."
 
 
 class RunWriter:
@@ -77,7 +134,13 @@ class RunWriter:
             target.unlink()
 
     def write_text(self, name: str, text: str) -> None:
-        (self.tmp / name).write_text(text)
+        target = self.tmp / name
+        part = target.with_name(target.name + ".writing")
+        try:
+            part.write_text(text)
+            os.replace(part, target)  # a full disk leaves no truncated file that looks complete
+        except OSError as e:
+            raise self.failed(name, e) from None
 
     def write_json(self, name: str, data: Any) -> None:
         self.write_text(name, json.dumps(data, indent=2, default=_json_default) + "\n")
@@ -85,14 +148,84 @@ class RunWriter:
     def write_jsonl(self, name: str, rows: list[dict]) -> None:
         self.write_text(name, "".join(json.dumps(r, default=_json_default) + "\n" for r in rows))
 
+    def write_manifest(self, manifest: dict) -> None:
+        """manifest.json, with the sha256 of every file written so far (checked when the run is loaded)."""
+        self.write_json("manifest.json", {**manifest, "files": file_checksums(self.tmp)})
+
     def file(self, name: str) -> Path:
         return self.tmp / name
 
+    def failed(self, name: str, error: OSError) -> RunFolderError:
+        """The error for a write that failed: where the partial run is, and that nothing was deleted."""
+        return RunFolderError(
+            f"Writing {name} into the run failed ({_unwritable(self.tmp / name, error).split(': ', 1)[1].split('. Nothing')[0]}). "
+            f"What was written so far is kept in '{self.tmp}' (nothing was deleted); free space or fix permissions, "
+            "then train again into a new folder.")
+
     def commit(self) -> Path:
-        if self.path.exists():
-            shutil.rmtree(self.path)  # only ever an empty --out folder: new_run_path refuses a run
-        os.replace(self.tmp, self.path)
+        """Rename the written run over its empty reservation. A folder someone else filled meanwhile
+        is never deleted: the run stays in its partial folder and the error says where."""
+        try:
+            os.replace(self.tmp, self.path)  # POSIX rename replaces an empty folder, never a full one
+        except OSError as e:
+            raise RunFolderError(
+                f"Could not move the finished run from '{self.tmp}' to '{self.path}' ({e.strerror}); it is complete "
+                f"in '{self.tmp}', and '{self.path}' was left as it was. Rename the folder by hand.") from None
         return self.path
+
+
+def file_checksums(folder: str | Path) -> dict[str, str]:
+    """{relative path: sha256} of every file under `folder` (checkpoints and reports excluded)."""
+    folder = Path(folder)
+    out = {}
+    for file in sorted(folder.rglob("*")):
+        rel = file.relative_to(folder).as_posix()
+        if file.is_file() and not rel.startswith("checkpoints/") and rel not in ("manifest.json", "report.html"):
+            out[rel] = _sha256(file)
+    return out
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_VERIFY: contextvars.ContextVar[bool] = contextvars.ContextVar("damoxing_verify", default=True)
+
+
+def set_verify(enabled: bool) -> None:
+    """Whether loading a run checks its files' checksums (`damoxing --no-verify ...` turns it off, knowingly)."""
+    _VERIFY.set(enabled)
+
+
+@contextlib.contextmanager
+def no_verify():
+    """Load runs without checking their checksums inside this block (the Python API's --no-verify)."""
+    token = _VERIFY.set(False)
+    try:
+        yield
+    finally:
+        _VERIFY.reset(token)
+
+
+def verify_run(path: str | Path) -> None:
+    """Check every file the manifest lists against its sha256; a RunFolderError naming the files
+    that changed. Runs written before checksums existed (no `files` in the manifest) pass."""
+    if not _VERIFY.get():
+        return
+    path = Path(path)
+    expected = read_json(path / "manifest.json").get("files")
+    if not expected:
+        return
+    bad = [name for name, digest in expected.items() if not (path / name).is_file() or _sha256(path / name) != digest]
+    if bad:
+        raise RunFolderError(
+            f"The run '{path}' was changed or damaged after it was saved: {', '.join(bad)} "
+            f"{'does' if len(bad) == 1 else 'do'} not match the checksum in its manifest.json. Train the run again, or "
+            "pass --no-verify (damoxing --no-verify COMMAND ...) to use it as it is, knowingly.")
 
 
 def _json_default(obj: Any):

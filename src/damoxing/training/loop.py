@@ -59,6 +59,7 @@ from damoxing.training.checkpoint import (
     restore_state,
 )
 from damoxing.training.optim import LearningRates, PlateauScale, build_optimizer
+from damoxing.training.progress import EpochLog
 from damoxing.training.state import Diverged, EarlyStopping, LoopState, LossWindow
 from damoxing.training.step import choose_step
 
@@ -197,6 +198,7 @@ def fit(
             if state.early.improved(score, epoch) and config.restore_best:
                 state.best_weights = dist.full_state_dict(module)
             bar.show(state.step, epoch, record["train_loss"], f"{monitor} {score:.4f}")
+            bar.lines.after_epoch(record, monitor, state.early.best_score, state.early.best_epoch)
             if on_epoch_end is not None:
                 on_epoch_end(record)
             if state.early.should_stop:
@@ -320,16 +322,20 @@ class Stopwatch:
 
 
 class StepBar:
-    """The progress bar's one line: steps done, the epoch, its running loss (nothing when quiet)."""
+    """The progress bar's one line: steps done, the epoch, its running loss (nothing when quiet);
+    in a log (stderr not a terminal), one plain line per epoch instead (training/progress.py)."""
 
     def __init__(self, progress, total_steps: int, completed: int, epochs: int):
         self.progress, self.epochs = progress, epochs
+        self.lines = EpochLog(epochs, total_steps)
         self.task = progress.add_task("training", total=total_steps, completed=completed) if progress is not None else None
 
     def show(self, step: int, epoch: int, loss: float, extra: str = "") -> None:
         if self.task is not None:
             text = f"epoch {epoch}/{self.epochs} loss {loss:.4f}" + (f" {extra}" if extra else "")
             self.progress.update(self.task, completed=step, description=text)
+        elif not extra:  # within an epoch: a line now and then for a log (the epoch's own line follows at its end)
+            self.lines.during_epoch(step, epoch, loss)
 
 def validate(model, val: Split, task, config: TrainConfig, autocast, device: torch.device) -> dict[str, float]:
     """val_loss and the task's cheap metrics on the whole validation split (one host sync).

@@ -259,7 +259,7 @@ def _write_mitigated_run(predictor, rule, path: Path, mitigation: dict) -> None:
         "run": str(original), "by": "damoxing audit --mitigate", "sensitive": rule.sensitive, "constraints": rule.constraints,
         "objective": rule.objective, "file": FILE, "note": "same model and weights as the run it derives from; decisions pass "
                                                            "through the group thresholds in postprocess.json"})
-    writer.write_json("manifest.json", manifest)
+    writer.write_manifest(manifest)
     if predictor.config.tracking.report:
         from damoxing.report.html import write_report
 

@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from damoxing.core.console import note
+from damoxing.core.console import note, stage
 
 
 def fit_reference(cfg, path: Path, base_dir: Optional[Path], started: float, evaluate_run) -> tuple:
@@ -49,10 +49,12 @@ def fit_reference(cfg, path: Path, base_dir: Optional[Path], started: float, eva
     note(f"{cfg.name}: scikit-learn {type(estimator).__name__} on {data.source}, task {data.task}, {len(x_train)} training rows")
 
     meter = _meter(cfg)
+    stage(f"training scikit-learn {type(estimator).__name__} on {len(x_train):,} rows")
     fit_started = time.perf_counter()
     estimator.fit(x_train, y_train)
     fit_seconds = time.perf_counter() - fit_started
     model = OnnxModel(from_sklearn(estimator, data.schema.input_shape, data.task), threads=1)
+    stage("evaluating on the validation and test rows")
     eval_started = time.perf_counter()
     predictions: dict[str, dict] = {}
     metrics = evaluate_run(model, task, data, cfg, torch.device("cpu"), predictions=predictions)
@@ -63,6 +65,7 @@ def fit_reference(cfg, path: Path, base_dir: Optional[Path], started: float, eva
     timings = {"load_seconds": load_seconds, "train_seconds": fit_seconds, "eval_seconds": eval_seconds,
                "total_seconds": time.perf_counter() - started}
     manifest = _manifest(cfg, data, estimator, size, timings, cost)
+    stage(f"writing the run folder {path}")
     path = _write(path, cfg, data, model, metrics, history, predictions, manifest)
     return path, metrics, cfg, history, manifest
 
@@ -178,7 +181,7 @@ def _write(path: Path, cfg, data, model, metrics, history, predictions, manifest
     np.savez(writer.file("splits.npz"), **{k: v.astype(np.int64) for k, v in data.indices.items()})
     for split, arrays in predictions.items():
         np.savez(writer.file(f"predictions_{split}.npz"), **arrays)
-    writer.write_json("manifest.json", manifest)
+    writer.write_manifest(manifest)
     if cfg.tracking.report:
         _write_report(writer.tmp, writer.path)
     return writer.commit()

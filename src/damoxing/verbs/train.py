@@ -15,10 +15,12 @@ from typing import Any, Optional
 import numpy as np
 
 from damoxing.core import console
-from damoxing.core.console import note, progress_bar, warn
-from damoxing.core.errors import RunFolderError, TrainingDiverged
+from damoxing.core.console import note, progress_bar, stage, warn
+from damoxing.core.errors import RunFolderError, TrainingDiverged, TrainingInterrupted
 from damoxing.models.protocols import FittedReference, ReportsRunInfo, ResolvesConfig
-from damoxing.runs.folder import is_run
+from damoxing.models.runtime import pick_device
+from damoxing.runs.folder import RunWriter, is_run
+from damoxing.runs.manifest import build_manifest, device_name
 from damoxing.spec import load_config
 
 
@@ -44,7 +46,7 @@ def _overrides(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def train(config: str | Path | dict | None = None, *, out: str | Path | None = None, quiet: bool = False,
-          overrides: Optional[dict[str, Any]] = None, resume: str | Path | None = None, **kwargs: Any) -> Run:
+          overrides: Optional[dict[str, Any]] = None, resume: str | Path | None = None, adapt=None, **kwargs: Any) -> Run:
     """Train, evaluate and save one run.
 
     Args:
@@ -54,6 +56,8 @@ def train(config: str | Path | dict | None = None, *, out: str | Path | None = N
         overrides: dotted keys, e.g. {"train.epochs": 5}; keyword arguments such as
             `train__epochs=5` are the same.
         resume: a run interrupted after a checkpoint (train.checkpoint_every): continue it.
+        adapt: `damoxing compress`'s hook, (model, task, data, train Split) -> (task, train Split) for the
+            loop: it may load starting weights (pruning) or train under another loss (distillation).
     Returns:
         Run with `.path`, `.metrics`, `.config`, `.history`, `.manifest`. Under torchrun every
         process returns, but only rank 0 evaluates and writes; the others' Run has no metrics.
@@ -61,33 +65,44 @@ def train(config: str | Path | dict | None = None, *, out: str | Path | None = N
     from damoxing.training.distributed import launched_rank
 
     with console.quiet(quiet or launched_rank() != 0):  # one process speaks; the setting ends with the call
-        return _train(config, out, overrides, resume, kwargs)
+        return _train(config, out, overrides, resume, kwargs, adapt)
 
 
-def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dict[str, Any]) -> Run:
-    """`train`'s work, inside its quiet setting."""
-    import torch
+@dataclass
+class _Start:
+    """What `train` settles before any data is read: the config, the reserved run folder, the device."""
 
-    from damoxing.config import dump_config
-    from damoxing.data.pipeline import prepare_data
-    from damoxing.models import (
-        MODELS,
-        count_parameters,
-        create_model,
-        data_needs,
-        resolve_size,
-    )
-    from damoxing.models.runtime import pick_device
+    cfg: Any
+    path: Path
+    base_dir: Optional[Path]
+    resumed: Any
+    ctx: Any
+    device: Any
+    started: float
+    reserved: bool
+    adapt: Any = None  # `damoxing compress`'s hook (see `train`)
+
+
+def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dict[str, Any], adapt=None) -> Run:
+    """`train`'s work, inside its quiet setting: start (config, reserved folder), fit, write."""
+    from damoxing.runs.folder import release
+
+    start = _start(config, out, overrides, resume, kwargs)
+    start.adapt = adapt
+    try:
+        return _train_started(start)
+    except BaseException:
+        if start.reserved:
+            release(start.path)  # an empty reservation goes back; anything written is kept
+        raise
+
+
+def _start(config, out, overrides, resume, kwargs) -> _Start:
+    """Load and check the config, reserve the run folder (which proves it writable) and pick the device."""
     from damoxing.runs.folder import RunWriter, new_run_path, resume_paths
-    from damoxing.runs.manifest import build_manifest, device_name
-    from damoxing.tasks import TASKS, check_monitor, known_task
+    from damoxing.tasks import check_monitor, known_task
     from damoxing.training import distributed as dist
-    from damoxing.training.checkpoint import (
-        Checkpointer,
-        check_identity,
-        read_checkpoint,
-    )
-    from damoxing.training.loop import Split, fit
+    from damoxing.training.checkpoint import read_checkpoint
 
     started = time.perf_counter()
     resumed = None
@@ -98,38 +113,57 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
         from damoxing.core.errors import UserError
 
         raise UserError("train needs a config (a YAML path or a dict), or resume= a run interrupted after a checkpoint.")
+    base_dir = None
     if config is None:  # resuming with the run's own resolved config
         config = RunWriter.partial_path(path) / "config.yaml"
         base_dir = Path(resumed.meta["base_dir"]) if resumed.meta.get("base_dir") else None
-    else:
-        base_dir = Path(config).resolve().parent if isinstance(config, (str, Path)) else None
-    cfg = load_config(config, {**(overrides or {}), **_overrides(kwargs)})
+    elif isinstance(config, (str, Path)):
+        base_dir = Path(config)
+    cfg = load_config(config, {**(overrides or {}), **_overrides(kwargs)})  # a missing or unreadable file fails here
+    if isinstance(config, (str, Path)) and base_dir == Path(config):
+        base_dir = Path(config).resolve().parent
     task_known = known_task(cfg)
     if task_known is not None:  # a typo in train.monitor must not cost a data load or an epoch
         check_monitor(cfg.train.monitor, task_known, cfg.model.type)
     ctx = dist.init_distributed(cfg.train.device)
     device = dist.process_device(pick_device(cfg.train.device), ctx)
-    if resume is None:
-        path = new_run_path(out, cfg.name)  # refuse an --out that holds a run before any work
+    reserved = False
+    if resume is None and ctx.is_main:
+        reserved = out is None or not Path(out).exists()  # an empty --out the user made is not ours to remove
+        path = new_run_path(out, cfg.name)
+    elif resume is None:  # other ranks never write; rank 0 reserves and reports the folder
+        path = Path(out) if out is not None else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if cfg.model.init_from:  # fine-tuning: unset model options come from the pretraining run
         cfg = cfg.model_copy(update={"model": inherit_options(cfg.model, source_run(cfg.model.init_from, base_dir))})
+    return _Start(cfg, path, base_dir, resumed, ctx, device, started, reserved)
 
+
+def _train_started(start: _Start) -> Run:
+    """Data, model, the loop, evaluation and the run folder, for a started run."""
+    import torch
+
+    from damoxing.data.pipeline import prepare_data
+    from damoxing.models import MODELS, count_parameters, create_model, data_needs, resolve_size
+    from damoxing.tasks import TASKS, check_monitor, known_task
+
+    cfg, path, base_dir = start.cfg, start.path, start.base_dir
     family = MODELS.get(cfg.model.type)
     if isinstance(family, FittedReference):  # a traditional reference (scikit-learn): fitted, saved as ONNX
         from damoxing.verbs.reference import fit_reference
 
-        path, metrics, cfg, history, manifest = fit_reference(cfg, path, base_dir, started, evaluate_run)
+        path, metrics, cfg, history, manifest = fit_reference(cfg, path, base_dir, start.started, evaluate_run)
         note(headline(metrics, cfg.task, path))
         return Run(path=path, metrics=metrics, config=cfg, history=history, manifest=manifest)
     if isinstance(family, ResolvesConfig):  # e.g. pretrained: find the checkpoint, record its hash and position limit
         cfg = family.resolve_config(cfg, base_dir)
 
     data = prepare_data(cfg, data_needs(cfg.model), base_dir)
-    if task_known is None:  # the task was inferred from the data: check before the model is built
+    if known_task(cfg) is None:  # the task was inferred from the data: check before the model is built
         check_monitor(cfg.train.monitor, data.task, cfg.model.type)
     cfg = cfg.model_copy(update={"task": data.task, "model": resolve_size(cfg.model)})
+    cfg, chosen_defaults = choose_defaults(cfg, data)
     task = TASKS.get(data.task)(cfg.train)
-    load_seconds = time.perf_counter() - started
+    load_seconds = time.perf_counter() - start.started
 
     torch.manual_seed(cfg.train.seed)
     model = create_model(cfg.model, data.schema)
@@ -141,7 +175,31 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
         note(describe(init_report))
     params, trainable = count_parameters(model)
     note(f"{cfg.name}: {cfg.model.type} ({params:,} parameters) on {data.source}, task {data.task}, "
-         f"{data.summary['split_rows']['train']} training rows, device {device}")
+         f"{data.summary['split_rows']['train']} training rows, device {start.device}")
+    fitted = _fit(start, cfg, data, model, task, params, trainable)
+    if not start.ctx.is_main:  # rank 0 evaluates and writes the run folder
+        return Run(path=path, metrics={}, config=cfg, history=fitted.result.history)
+    extra = {"chosen_defaults": chosen_defaults, "init_report": init_report, "load_seconds": load_seconds}
+    return _write(start, cfg, data, model, task, fitted, extra)
+
+
+@dataclass
+class _Fitted:
+    result: Any
+    writer: Any
+    samples: Any
+    meter: Any
+    params: int
+    trainable: int
+    splits: dict
+
+
+def _fit(start: _Start, cfg, data, model, task, params: int, trainable: int) -> _Fitted:
+    """Checkpoints, the cost meter and the training loop itself."""
+    import torch
+
+    from damoxing.training import distributed as dist
+    from damoxing.training.loop import Split, fit
 
     splits = {k: Split(torch.as_tensor(data.x[k]), None if data.y[k] is None else torch.as_tensor(data.y[k])) for k in data.x}
     samples = None
@@ -149,86 +207,90 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
         from damoxing.inference.images import SampleGrids
 
         samples = SampleGrids(data.preprocessing, cfg.train.sample_every, cfg.train.seed)
-    writer, checkpoints = None, None
-    if cfg.train.checkpoint_every is not None or resumed is not None:
-        identity = {"config": cfg.model_dump(mode="json"), "data_fingerprint": data.fingerprint}
-        if resumed is not None:
-            check_identity(resumed, identity["config"], data.fingerprint, ctx.world)
-            loop = resumed.meta["loop"]
-            note(f"resuming {path} from its checkpoint at epoch {loop['epoch']}, step {loop['step']}")
-        if ctx.is_main:
-            writer = RunWriter(path, fresh=resumed is None)
-            writer.write_text("config.yaml", dump_config(cfg))  # what `--resume` reads back
-        partial = RunWriter.partial_path(path)
-        checkpoints = Checkpointer(partial / "checkpoints" / "checkpoint.safetensors", cfg.train.checkpoint_interval(),
-                                   identity={**identity, "base_dir": str(base_dir) if base_dir else None},
-                                   resume=resumed, write=ctx.is_main)
-        if cfg.train.checkpoint_every is not None:
-            note(f"checkpoints every {cfg.train.checkpoint_every} in {checkpoints.path.parent}; "
-                 f"if interrupted, continue with: damoxing train --resume {path}")
+    fit_task, fit_train = task, splits["train"]
+    if start.adapt is not None:  # `damoxing compress`: pruned starting weights, or a distillation loss (optimize/)
+        fit_task, fit_train = start.adapt(model, task, data, splits["train"])
+    writer, checkpoints = _checkpoints(start, cfg, data)
     meter = None
-    if cfg.cost.enabled and ctx.is_main:  # rank 0 accounts for the run it writes
+    if cfg.cost.enabled and start.ctx.is_main:  # rank 0 accounts for the run it writes
         from damoxing.evaluation.cost import CostMeter
 
-        meter = CostMeter(cfg.cost, device, device_name(device))
+        meter = CostMeter(cfg.cost, start.device, device_name(start.device))
         meter.start()
+    stage(f"training {cfg.model.type}: up to {cfg.train.epochs} epochs on {data.summary['split_rows']['train']:,} rows")
     progress = progress_bar()
     if progress is not None:
         progress.start()
     try:
-        result = fit(model, splits["train"], splits["val"], task, cfg.train, device, progress=progress, checkpoints=checkpoints,
+        result = fit(model, fit_train, splits["val"], fit_task, cfg.train, start.device, progress=progress, checkpoints=checkpoints,
                      on_epoch_end=(lambda record: samples.after_epoch(model, record["epoch"])) if samples else None)
     finally:
         if progress is not None:
             progress.stop()
-    if not ctx.is_main:  # rank 0 evaluates and writes the run folder
+    if not start.ctx.is_main:
         dist.shutdown()
-        return Run(path=path, metrics={}, config=cfg, history=result.history)
-    if result.message:
-        if result.stopped != "diverged":  # a divergence is reported as the error below
-            (warn if result.stopped == "interrupted" else note)(result.message)
+    elif result.message and result.stopped != "diverged":  # a divergence is reported as the error below
+        (warn if result.stopped == "interrupted" else note)(result.message)
+    return _Fitted(result, writer, samples, meter, params, trainable, splits)
 
+
+def _checkpoints(start: _Start, cfg, data):
+    """(the run writer, the Checkpointer) when the run checkpoints or resumes, else (None, None)."""
+    from damoxing.config import dump_config
+    from damoxing.runs.folder import RunWriter
+    from damoxing.training.checkpoint import Checkpointer, check_identity
+
+    if cfg.train.checkpoint_every is None and start.resumed is None:
+        return None, None
+    writer, path = None, start.path
+    identity = {"config": cfg.model_dump(mode="json"), "data_fingerprint": data.fingerprint}
+    if start.resumed is not None:
+        check_identity(start.resumed, identity["config"], data.fingerprint, start.ctx.world)
+        loop = start.resumed.meta["loop"]
+        note(f"resuming {path} from its checkpoint at epoch {loop['epoch']}, step {loop['step']}")
+    if start.ctx.is_main:
+        writer = RunWriter(path, fresh=start.resumed is None)
+        writer.write_text("config.yaml", dump_config(cfg))  # what `--resume` reads back
+    checkpoints = Checkpointer(RunWriter.partial_path(path) / "checkpoints" / "checkpoint.safetensors", cfg.train.checkpoint_interval(),
+                               identity={**identity, "base_dir": str(start.base_dir) if start.base_dir else None},
+                               resume=start.resumed, write=start.ctx.is_main)
+    if cfg.train.checkpoint_every is not None:
+        note(f"checkpoints every {cfg.train.checkpoint_every} in {checkpoints.path.parent}; "
+             f"if interrupted, continue with: damoxing train --resume {path}")
+    return writer, checkpoints
+
+
+def _write(start: _Start, cfg, data, model, task, fitted: _Fitted, extra: dict) -> Run:
+    """Evaluate, then write every file of the run folder and commit it."""
+    from damoxing.training import distributed as dist
+
+    result, path = fitted.result, start.path
+    if result.stopped == "interrupted" and fitted.writer is not None:  # keep the checkpoint: --resume continues
+        raise TrainingInterrupted(f"Interrupted at epoch {len(result.history)}; the checkpoint is kept in "
+                                  f"{RunWriter.partial_path(path)}. Continue with: damoxing train --resume {path}")
+    stage("evaluating on the validation and test rows")
     eval_started = time.perf_counter()
     predictions: dict[str, dict] = {}
-    metrics = evaluate_run(model, task, data, cfg, device, predictions=predictions)
+    metrics = evaluate_run(model, task, data, cfg, start.device, predictions=predictions)
     eval_seconds = time.perf_counter() - eval_started
-    cost = None
-    if meter is not None:
-        from damoxing.models.runtime import autocast_context
+    cost = _cost_block(start, cfg, model, task, data, fitted, eval_seconds)
 
-        meter.stop()
-        cost = meter.block(model=model, task=task, train_x=splits["train"].x, train_y=splits["train"].y, schema=data.schema,
-                           params=params, trainable=trainable, samples_seen=result.samples_seen,
-                           train_seconds=result.train_seconds, eval_seconds=eval_seconds,
-                           autocast_bf16=autocast_context(cfg.train, device) is not contextlib.nullcontext)
-
-    writer = writer or RunWriter(path)
-    writer.discard("checkpoints")  # the run is complete: nothing left to resume
-    from safetensors.torch import save_file
-
-    model.to("cpu")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(writer.file("model.safetensors")))
-    writer.write_text("config.yaml", dump_config(cfg))
-    writer.write_json("preprocessing.json", data.preprocessing.to_dict())
-    for name, text in data.preprocessing.files().items():  # e.g. tokenizer.json
-        writer.write_text(name, text)
-    writer.write_json("metrics.json", metrics)
-    writer.write_jsonl("history.jsonl", result.history)
-    np.savez(writer.file("splits.npz"), **{k: v.astype(np.int64) for k, v in data.indices.items()})
-    if samples is not None:
-        samples.write(model, writer.tmp)
-    for split, arrays in predictions.items():  # plain arrays for the report's curves (np.load, allow_pickle=False)
-        np.savez(writer.file(f"predictions_{split}.npz"), **arrays)
-    manifest = build_manifest(cfg, data, result, device, params, trainable,
-                              timings={"load_seconds": load_seconds, "train_seconds": result.train_seconds,
-                                       "eval_seconds": eval_seconds, "total_seconds": time.perf_counter() - started})
-    if init_report is not None:
-        manifest["model"]["init_from"] = init_report
+    stage(f"writing the run folder {path}")
+    writer = _write_files(fitted.writer, path, cfg, data, model, metrics, result, fitted.samples, predictions)
+    manifest = build_manifest(cfg, data, result, start.device, fitted.params, fitted.trainable,
+                              timings={"load_seconds": extra["load_seconds"], "train_seconds": result.train_seconds,
+                                       "eval_seconds": eval_seconds, "total_seconds": time.perf_counter() - start.started})
+    manifest["config_dir"] = str(start.base_dir) if start.base_dir else None  # relative data paths resolve against
+    manifest["working_dir"] = str(Path.cwd())  # these, so `damoxing evaluate RUN` works from any folder
+    if extra["init_report"] is not None:
+        manifest["model"]["init_from"] = extra["init_report"]
+    if extra["chosen_defaults"]:
+        manifest["training"]["chosen_defaults"] = extra["chosen_defaults"]
     if isinstance(model, ReportsRunInfo):  # e.g. pretrained: the base checkpoint and its hash, what was saved
         manifest["model"].update(model.run_info())
     if cost is not None:
         manifest["cost"] = cost
-    writer.write_json("manifest.json", manifest)
+    writer.write_manifest(manifest)
     if cfg.tracking.report:
         write_run_report(writer.tmp, writer.path)
     path = writer.commit()
@@ -239,6 +301,58 @@ def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dic
     if result.stopped == "diverged":
         raise TrainingDiverged(f"{result.message} The best weights so far were saved in {path}.")
     return Run(path=path, metrics=metrics, config=cfg, history=result.history, manifest=manifest)
+
+
+def _cost_block(start: _Start, cfg, model, task, data, fitted: _Fitted, eval_seconds: float):
+    if fitted.meter is None:
+        return None
+    from damoxing.models.runtime import autocast_context
+
+    fitted.meter.stop()
+    train = fitted.splits["train"]
+    return fitted.meter.block(model=model, task=task, train_x=train.x, train_y=train.y, schema=data.schema,
+                              params=fitted.params, trainable=fitted.trainable, samples_seen=fitted.result.samples_seen,
+                              train_seconds=fitted.result.train_seconds, eval_seconds=eval_seconds,
+                              autocast_bf16=autocast_context(cfg.train, start.device) is not contextlib.nullcontext)
+
+
+def _write_files(writer, path: Path, cfg, data, model, metrics, result, samples, predictions):
+    """The run's files (all but the manifest and the report) into its partial folder."""
+    from safetensors.torch import save_file
+
+    from damoxing.config import dump_config
+    from damoxing.runs.folder import RunWriter
+
+    writer = writer or RunWriter(path)
+    writer.discard("checkpoints")  # the run is complete: nothing left to resume
+    model.to("cpu")
+    try:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(writer.file("model.safetensors")))
+        np.savez(writer.file("splits.npz"), **{k: v.astype(np.int64) for k, v in data.indices.items()})
+        if samples is not None:
+            samples.write(model, writer.tmp)
+        for split, arrays in predictions.items():  # plain arrays for the report's curves (np.load, allow_pickle=False)
+            np.savez(writer.file(f"predictions_{split}.npz"), **arrays)
+    except OSError as e:
+        raise writer.failed("the weights and arrays", e) from None
+    writer.write_text("config.yaml", dump_config(cfg))
+    writer.write_json("preprocessing.json", data.preprocessing.to_dict())
+    for name, text in data.preprocessing.files().items():  # e.g. tokenizer.json
+        writer.write_text(name, text)
+    writer.write_json("metrics.json", metrics)
+    writer.write_jsonl("history.jsonl", result.history)
+    return writer
+
+
+def choose_defaults(cfg, data):
+    """The config with a table model's unset train settings chosen from the data (training/defaults.py), and what was chosen."""
+    from damoxing.training.defaults import choose_train_defaults, describe_chosen
+
+    n_train = data.summary["split_rows"]["train"]
+    train_config, chosen = choose_train_defaults(cfg.train, n_train, data.schema.kind, data.task)
+    if chosen:
+        note(describe_chosen(chosen, n_train))
+    return cfg.model_copy(update={"train": train_config}), chosen
 
 
 def evaluate_run(model, task, data, cfg, device, predictions: Optional[dict] = None) -> dict:
