@@ -4,8 +4,7 @@ baseline on small data.
 Each text becomes the mean of its tokens' embeddings and, with `ngrams: 2`, of its adjacent token
 pairs' embeddings, the pairs hashed into `buckets` rows (Joulin et al., "Bag of Tricks for
 Efficient Text Classification", 2016). Dropout, then one linear layer. There is no attention and
-no order beyond the pairs, so it trains in seconds on a CPU and has little to overfit with: on a
-few thousand texts it is usually as good as a transformer trained from scratch, and much faster.
+no order beyond the pairs, so it trains fast on a CPU and has few ways to overfit a small data set.
 """
 
 from __future__ import annotations
