@@ -10,12 +10,12 @@ Heavy libraries (torch, pandas) are imported only when a function needs them.
 
 from damoxing.core.version import __version__
 
-__all__ = ["train", "load", "evaluate", "predict", "generate", "compare", "ladder", "explain", "audit", "export", "compress", "__version__"]
+__all__ = ["train", "load", "evaluate", "predict", "generate", "compare", "ladder", "explain", "audit", "export", "compress", "tune", "__version__"]
 
 
 def __getattr__(name):
     if name in ("train", "load", "evaluate", "predict", "generate", "compare", "ladder", "explain", "audit", "export", "Run", "Predictor",
-                "Comparison", "Ladder", "ExportReport", "compress", "Compressed"):
+                "Comparison", "Ladder", "ExportReport", "compress", "Compressed", "tune"):
         from damoxing import api
 
         return getattr(api, name)

@@ -10,6 +10,7 @@
     damoxing.audit(run.path, sensitive="sex", mitigate="equalized_odds")   # verbs/audit.py
     damoxing.export(run.path, format="onnx")                  # verbs/export.py -> ExportReport
     damoxing.compress(run.path, "quantize")                   # verbs/compress.py -> Compressed (a new run)
+    damoxing.tune("tune-digits.yaml", trials=20, jobs=2)      # verbs/tune.py -> TuneResult (optuna study)
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from damoxing.verbs.generate import generate
 from damoxing.verbs.ladder import Ladder, ladder
 from damoxing.verbs.predict import predict
 from damoxing.verbs.train import Run, train
+from damoxing.verbs.tune import tune
 
 __all__ = ["Run", "Predictor", "Comparison", "Ladder", "train", "evaluate", "load", "predict", "generate", "compare", "ladder",
            "explain", "audit", "ExplainResult", "AuditResult", "export", "ExportReport",
-           "compress", "Compressed"]
+           "compress", "Compressed", "tune"]

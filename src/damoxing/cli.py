@@ -404,6 +404,29 @@ def export(
     typer.echo(report.file)
 
 
+@app.command()
+def tune(
+    config: Path = typer.Argument(..., help="A YAML config with a tune: section (search space, metric, sampler, pruner)."),
+    trials: Optional[int] = typer.Option(None, "--trials", min=1, help="Trials in total for the study (default: tune.trials); a rerun continues to this count."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=0, help="Stop starting new trials after this many seconds."),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="Trials in parallel processes on this machine (one torch thread each)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="sqlite:///PATH.db or postgresql://USER@HOST/DB for trials on several machines (default: a journal file in the study folder)."),
+    study: Optional[str] = typer.Option(None, "--study", help="Study name (default <name>-tune); rerunning with the same name continues it."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Study folder (default runs/<study>)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config value for every trial: key.path=value (repeatable)."),
+) -> None:
+    """Search hyperparameters with optuna: every trial a real run (validation only), pruning, parallel and resumable;
+    writes best.yaml, tune.json and tune.html and prints the study folder last."""
+    from damoxing.verbs.tune import summary_lines
+    from damoxing.verbs.tune import tune as tune_study
+
+    result = tune_study(config, trials=trials, timeout=timeout, jobs=jobs, storage=storage, study=study, out=out,
+                        overrides=_parse_sets(set_))
+    for line in summary_lines(result):
+        typer.echo(line, err=True)
+    typer.echo(str(result.folder))
+
+
 def _run_app(argv: Optional[list[str]]) -> None:
     """The app; `--no-verify` (read by the callback) holds for this one command only."""
     try:

@@ -8,22 +8,60 @@ of every registered model family's own config class, chosen by `model.type`.
 
 from __future__ import annotations
 
+import json
 import re
+import types
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional
+from typing import (
+    Annotated,
+    Any,
+    ClassVar,
+    Literal,
+    Optional,
+    Union,
+    get_args,
+    get_origin,
+)
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from damoxing.core.errors import ConfigError, did_you_mean
 
 Size = Literal["tiny", "small", "base"]
 
 
+Widths = list[Annotated[int, Field(ge=1)]]  # layer widths / channels: a 0 would build a model that learns nothing
+
+
+def _bool_for_number(value: Any, annotation: Any) -> bool:
+    """true/false given where the annotation wants an int or float (also inside Optional, lists and tuples):
+    pydantic would silently read it as 1/0."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return any(_bool_for_number(value, a) for a in get_args(annotation) if a is not type(None))
+    if origin is Annotated:
+        return _bool_for_number(value, get_args(annotation)[0])
+    if origin in (list, tuple) and isinstance(value, (list, tuple)) and get_args(annotation):
+        return any(_bool_for_number(v, get_args(annotation)[0]) for v in value)
+    return isinstance(value, bool) and annotation in (int, float)
+
+
 class StrictModel(BaseModel):
-    """Base for every config section: unknown keys are errors."""
+    """Base for every config section: unknown keys are errors, and true/false is not a number."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, value in data.items():
+                field = cls.model_fields.get(key) if isinstance(key, str) else None
+                if field is not None and _bool_for_number(value, field.annotation):
+                    what = "must hold numbers" if isinstance(value, (list, tuple)) else "must be a number"
+                    raise ValueError(f"'{key}' {what}, not {json.dumps(value)} (true/false is not read as 1/0)")
+        return data
 
 
 class SplitConfig(StrictModel):
@@ -37,7 +75,8 @@ class PreprocessConfig(StrictModel):
     numeric_impute: Literal["mean", "median"] = "mean"
     scaling: Literal["standard", "minmax", "none"] = "standard"
     categorical: Literal["onehot", "ordinal"] = "onehot"
-    max_categories: int = Field(100, ge=1)
+    max_categories: int = Field(100, ge=1, description="a categorical column keeps at most this many of its most frequent values; the rest share one '<other>' input")
+    min_category_count: int = Field(1, ge=1, description="a category seen fewer times than this in the training rows goes to '<other>'")
     image: Literal["standard", "minmax", "none"] = "standard"
     scale_target: bool = Field(True, description="standardize a regression target while training")
 
@@ -59,6 +98,8 @@ class DataConfig(StrictModel):
     labels: Optional[str] = Field(None, description="labels file for .npy / IDX images")
     features: Optional[list[str]] = Field(None, description="input columns; default: every column but the target")
     exclude: list[str] = Field(default_factory=list, description="table columns kept out of the model's inputs (e.g. a sensitive attribute that `damoxing audit` still reads from the data)")
+    columns: dict[str, Literal["numeric", "categorical", "text", "date", "drop"]] = Field(
+        default_factory=dict, description="a table column's kind, overriding the automatic choice: {NAME: numeric | categorical | text | date | drop}")
     split: SplitConfig = SplitConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     text: Optional[str] = Field(None, description="the text column of a CSV/Parquet table, for text models (rnn, transformer, gpt); default: the only column besides the target")
@@ -120,6 +161,39 @@ GRID_G_PER_KWH: dict[str, float] = {
 _EVERY = re.compile(r"^\s*(\d+)\s*(epochs?|steps?)\s*$")
 
 
+class PrivacyConfig(StrictModel):
+    """Differentially private training (DP-SGD with opacus): per-sample gradient clipping and noise
+    sized so the whole run spends at most `epsilon` (trust/privacy.py)."""
+
+    epsilon: float = Field(..., gt=0, description="the privacy budget of the whole run (smaller: more private, less accurate)")
+    delta: Literal["auto"] | float = Field("auto", description="the delta of (epsilon, delta)-DP; auto: min(1e-5, 1 / (10 N)), below 1/N for N training rows")
+    max_grad_norm: float = Field(1.0, gt=0, description="each sample's gradient is clipped to this L2 norm")
+    accountant: Literal["prv", "rdp"] = Field("prv", description="how spent epsilon is computed: prv (tighter) or rdp")
+    physical_batch_size: Optional[int] = Field(None, ge=1, description="rows per forward/backward pass (memory); the logical batch is still train.batch_size")
+
+    @field_validator("delta")
+    @classmethod
+    def _delta(cls, value: Any) -> Any:
+        if value != "auto" and not 0 < float(value) < 1:
+            raise ValueError(f"must be 'auto' or a number in (0, 1) (well below 1/N for N training rows), not {value}")
+        return value
+
+
+class FederatedConfig(StrictModel):
+    """Federated averaging, simulated in one process (trust/federated.py): the training split is
+    partitioned across clients; each round a sample of them trains locally and the server averages."""
+
+    clients: int = Field(10, ge=2, description="simulated clients the training rows are partitioned across")
+    rounds: int = Field(30, ge=1, description="communication rounds (train.epochs is not used)")
+    local_epochs: int = Field(1, ge=1, description="epochs each sampled client trains on its own rows per round")
+    fraction: float = Field(0.5, gt=0, le=1, description="share of clients sampled each round, in (0, 1]")
+    partition: Literal["iid", "dirichlet"] = Field("iid", description="iid: rows shuffled evenly; dirichlet: label shares per client drawn from Dirichlet(alpha) (non-IID)")
+    alpha: float = Field(0.5, gt=0, description="dirichlet: concentration; small (0.1) = each client sees few labels")
+    algorithm: Literal["fedavg", "fedprox"] = "fedavg"
+    mu: float = Field(0.01, ge=0, description="fedprox: weight of the proximal term mu/2 ||w - w_global||^2")
+    secure_aggregation: bool = Field(False, description="clients send weights under pairwise additive masks that cancel in the sum: the server only sees the sum")
+
+
 class TrainConfig(StrictModel):
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -152,6 +226,8 @@ class TrainConfig(StrictModel):
     fsdp_min_params: int = Field(500_000_000, ge=1, description="distributed auto: shard models with at least this many parameters")
     checkpoint_every: Optional[str] = Field(
         None, description="write a resumable checkpoint every 'N epochs' or 'N steps' (a bare number means epochs); resume with `damoxing train --resume RUN`")
+    federated: Optional[FederatedConfig] = Field(None, description="federated averaging over simulated clients: {clients: 10, rounds: 30, local_epochs: 1, fraction: 0.5, partition: iid}; with privacy: client-level DP-FedAvg")
+    privacy: Optional[PrivacyConfig] = Field(None, description="differential privacy (DP-SGD): {epsilon: 3.0, delta: auto, max_grad_norm: 1.0, accountant: prv, physical_batch_size: N}")
 
     @field_validator("checkpoint_every", mode="before")
     @classmethod
@@ -238,6 +314,56 @@ class ModelConfigBase(StrictModel):
         return cls(size="tiny")
 
 
+class SearchSpace(StrictModel):
+    """One searched config key: a range (low, high; log scale or a step) or a list of choices."""
+
+    low: Optional[int | float] = None
+    high: Optional[int | float] = None
+    log: bool = False
+    step: Optional[int | float] = Field(None, gt=0)
+    choices: Optional[list[Any]] = None
+
+    @model_validator(mode="after")
+    def _valid(self) -> "SearchSpace":
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either choices or low/high, not both")
+            if not self.choices:
+                raise ValueError("choices is empty; list at least one value")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("a range needs both low and high (or give choices: [...])")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) is above high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0 (low is {self.low})")
+        return self
+
+    @property
+    def integer(self) -> bool:
+        """A range of whole numbers (both ends written as integers): sampled as int."""
+        return self.choices is None and isinstance(self.low, int) and isinstance(self.high, int)
+
+
+class TuneConfig(StrictModel):
+    """`damoxing tune`: which config keys to search, what to maximise, how to sample and prune."""
+
+    metric: Optional[str] = Field(None, description="validation metric to optimise (val_loss or val_<metric>); default: train.monitor")
+    direction: Literal["auto", "maximize", "minimize"] = Field("auto", description="auto: maximize accuracy-like metrics, minimize losses")
+    objectives: Optional[list[str]] = Field(None, description="multi-objective search: e.g. [val_accuracy, flops] (flops and params are minimised); returns the Pareto set")
+    sampler: Literal["tpe", "random", "grid", "cmaes"] = "tpe"
+    pruner: Literal["hyperband", "median", "none"] = "hyperband"
+    trials: int = Field(20, ge=1, description="trials to run (in total over every process and rerun of the study)")
+    search: dict[str, SearchSpace] = Field(..., description="dotted config key -> {low, high, log, step} or {choices: [...]}")
+
+    @field_validator("search")
+    @classmethod
+    def _not_empty(cls, value: dict) -> dict:
+        if not value:
+            raise ValueError("the search space is empty; name at least one config key, e.g. train.optimizer.lr: {low: 1.0e-4, high: 0.1, log: true}")
+        return value
+
+
 class ConfigBase(StrictModel):
     name: str = Field("run", pattern=r"^[A-Za-z0-9_.\-]+$")
     task: Optional[str] = Field(None, description="a registered task; inferred from the data when omitted")
@@ -246,6 +372,7 @@ class ConfigBase(StrictModel):
     evaluate: EvaluateConfig = EvaluateConfig()
     cost: CostConfig = CostConfig()
     tracking: TrackingConfig = TrackingConfig()
+    tune: Optional[TuneConfig] = Field(None, description="hyperparameter search for `damoxing tune` (train ignores it)")
 
 
 # ---------------------------------------------------------------------------------------------

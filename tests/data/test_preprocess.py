@@ -41,7 +41,7 @@ def test_tabular_onehot_standard(frame):
     x = pre.transform(frame)
     assert x.dtype == np.float32 and x.shape == (6, len(pre.feature_names_out_))
     assert pre.feature_names_out_[:5] == ["age", "city=berlin", "city=paris", "city=rome",
-                                          "city=<unknown>"]
+                                          "city=<other>"]
     assert not np.isnan(x).any()
     age = x[:, 0]
     assert abs(age.mean()) < 1e-6 and abs(age.std() - 1) < 1e-5  # NaN imputed with the mean 40
@@ -60,7 +60,7 @@ def test_tabular_unseen_category_and_column_order(frame):
                             "age": [20.0, 20.0]})
         x = pre.transform(new)
         if mode == "onehot":
-            unknown = pre.feature_names_out_.index("city=<unknown>")
+            unknown = pre.feature_names_out_.index("city=<other>")
             rome = pre.feature_names_out_.index("city=rome")
             assert x[0, unknown] == 1 and x[0, rome] == 0 and x[1, rome] == 1
         else:
@@ -91,7 +91,7 @@ def test_tabular_minmax_median_max_categories():
     pre = TabularPreprocessor(numeric_impute="median", scaling="minmax", max_categories=1)
     x = pre.fit(frame, ["v", "c"]).transform(frame)
     np.testing.assert_allclose(x[:, 0], [0.0, 1.0, 0.4, 0.4])
-    assert pre.feature_names_out_ == ["v", "c=a", "c=<unknown>"]
+    assert pre.feature_names_out_ == ["v", "c=a", "c=<other>"]
     assert x[:, 2].tolist() == [0, 0, 1, 1]  # rare categories go to the unknown bucket
 
 

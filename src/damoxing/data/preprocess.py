@@ -12,15 +12,22 @@ gives back an object with identical transforms. Learned state ends in `_` (sklea
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
 
 from damoxing.core.errors import ConfigError, DataError, did_you_mean
-from damoxing.data.values import check_choice, check_saved_type, is_categorical
+from damoxing.data.columns import date_parts, has_times, parse_dates
+from damoxing.data.values import (
+    check_choice,
+    check_saved_type,
+    is_categorical,
+    is_text_values,
+)
 
-UNKNOWN = "<unknown>"
+UNKNOWN = "<unknown>"  # the bucket of runs saved before "<other>"
+OTHER = "<other>"  # the one-hot bucket of rare and unseen categories
 
 
 # --------------------------------------------------------------------------------------- tables
@@ -29,9 +36,14 @@ UNKNOWN = "<unknown>"
 class TabularPreprocessor:
     """Numeric columns: impute (mean/median), then scale (standard/minmax/none).
     Categorical columns (object/string/category/bool): impute the most frequent value, keep the
-    `max_categories` most frequent categories, encode one-hot (plus a `col=<unknown>` column) or
-    ordinal (0 = unknown, 1..K = the kept categories in sorted order). Categories are compared as
-    text, so 1 and "1" are the same category."""
+    `max_categories` most frequent categories seen at least `min_category_count` times, encode
+    one-hot (plus a `col=<other>` column for the rest and for values never seen) or ordinal
+    (0 = other, 1..K = the kept categories in sorted order). Categories are compared as text, so 1
+    and "1" are the same category.
+    `fit(..., kinds)` can name each column's kind (data/columns.py decides them): "numeric" on text
+    reads numbers (the rest become missing), "categorical" on numbers reads them as categories,
+    "date" parses the column with its saved format into year, month, day of week, day of year (and
+    hour) columns, each imputed and scaled like a number."""
 
     def __init__(
         self,
@@ -39,11 +51,13 @@ class TabularPreprocessor:
         scaling: str = "standard",
         categorical: str = "onehot",
         max_categories: int = 100,
+        min_category_count: int = 1,
     ):
         self.numeric_impute = numeric_impute
         self.scaling = scaling
         self.categorical = categorical
         self.max_categories = max_categories
+        self.min_category_count = min_category_count
 
     def _check_params(self) -> None:
         check_choice("numeric_impute", self.numeric_impute, ("mean", "median"))
@@ -56,7 +70,10 @@ class TabularPreprocessor:
 
     # -- fit ------------------------------------------------------------------------------------
 
-    def fit(self, frame: pd.DataFrame, feature_columns: list[str]) -> TabularPreprocessor:
+    def fit(self, frame: pd.DataFrame, feature_columns: list[str], kinds: Optional[dict[str, str]] = None,
+            date_formats: Optional[dict[str, Optional[str]]] = None) -> TabularPreprocessor:
+        """`kinds`: column -> numeric | categorical | date (default: categorical for text and bools, else
+        numeric); `date_formats`: a date column's strftime format (None: any format pandas reads)."""
         self._check_params()
         feature_columns = list(feature_columns)
         if not feature_columns:
@@ -65,28 +82,43 @@ class TabularPreprocessor:
         self._check_columns(frame, feature_columns)
         if len(frame) == 0:
             raise DataError("The training split has no rows, so preprocessing cannot be fitted.")
+        kinds, date_formats = kinds or {}, date_formats or {}
         self.columns_: list[dict[str, Any]] = [
-            self._fit_column(frame[c], c) for c in feature_columns
+            self._fit_date(frame[c], c, date_formats.get(c)) if kinds.get(c) == "date"
+            else self._fit_column(frame[c], c, kinds.get(c)) for c in feature_columns
         ]
         self.feature_names_out_ = self._names_out()
         return self
 
-    def _fit_column(self, values: pd.Series, name: str) -> dict[str, Any]:
-        if is_categorical(values):
+    def _fit_column(self, values: pd.Series, name: str, kind: Optional[str] = None) -> dict[str, Any]:
+        if kind == "categorical" or (kind is None and is_categorical(values)):
             text = _as_text(values).dropna()
             counts = text.value_counts()
             # most frequent first, ties broken by value so the result never depends on row order
             ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-            impute = ranked[0][0] if ranked else UNKNOWN
-            kept = sorted(k for k, _ in ranked[: self.max_categories])
-            return {"name": name, "kind": "categorical", "impute": impute, "categories": kept}
+            impute = ranked[0][0] if ranked else OTHER
+            kept = sorted(k for k, n in ranked[: self.max_categories] if n >= self.min_category_count)
+            return {"name": name, "kind": "categorical", "impute": impute, "categories": kept,
+                    "bucket": OTHER, "other": len(ranked) - len(kept)}
+        if kind == "numeric" and is_text_values(values):
+            return {**self._fit_numbers(pd.to_numeric(values.astype(object), errors="coerce"), name), "coerce": True}
+        if kind == "numeric" and pd.api.types.is_bool_dtype(values.dtype):
+            values = values.astype(float)
         if not pd.api.types.is_numeric_dtype(values.dtype):
             raise DataError(
                 f"The feature column '{name}' has type {values.dtype}, which damoxing cannot use "
                 "as a feature; convert it to numbers or text first (or leave it out of "
                 "data.features)."
             )
+        return self._fit_numbers(values, name)
+
+    def _fit_numbers(self, values: pd.Series, name: str) -> dict[str, Any]:
         x = _as_float(values, name)
+        impute, offset, scale = self._fit_scale(x)
+        return {"name": name, "kind": "numeric", "impute": impute, "offset": offset, "scale": scale}
+
+    def _fit_scale(self, x: np.ndarray) -> tuple[float, float, float]:
+        """(impute, offset, scale) of one column of numbers (NaN = missing)."""
         present = x[~np.isnan(x)]
         if len(present) == 0:
             impute = 0.0  # an all-missing column: every value becomes 0
@@ -103,16 +135,33 @@ class TabularPreprocessor:
             offset, scale = 0.0, 1.0
         if not math.isfinite(scale) or scale == 0.0:
             scale = 1.0  # a constant column becomes 0, never NaN
-        return {"name": name, "kind": "numeric", "impute": impute, "offset": offset, "scale": scale}
+        return impute, offset, scale
+
+    def _fit_date(self, values: pd.Series, name: str, date_format: Optional[str]) -> dict[str, Any]:
+        stamps = parse_dates(values, date_format)
+        parts = ["year", "month", "day_of_week", "day_of_year"] + (["hour"] if has_times(stamps) else [])
+        fitted = [self._fit_scale(column) for column in date_parts(stamps, parts).T]
+        return {"name": name, "kind": "date", "format": date_format, "parts": parts,
+                "impute": [f[0] for f in fitted], "offset": [f[1] for f in fitted], "scale": [f[2] for f in fitted]}
+
+    def column_width(self, column: dict[str, Any]) -> int:
+        """How many model inputs one fitted column becomes."""
+        if column["kind"] == "date":
+            return len(column["parts"])
+        if column["kind"] == "numeric" or self.categorical == "ordinal":
+            return 1
+        return len(column["categories"]) + 1
 
     def _names_out(self) -> list[str]:
         names = []
         for col in self.columns_:
-            if col["kind"] == "numeric" or self.categorical == "ordinal":
+            if col["kind"] == "date":
+                names += [f"{col['name']}.{part}" for part in col["parts"]]
+            elif col["kind"] == "numeric" or self.categorical == "ordinal":
                 names.append(col["name"])
             else:
                 names += [f"{col['name']}={c}" for c in col["categories"]]
-                names.append(f"{col['name']}={UNKNOWN}")
+                names.append(f"{col['name']}={col.get('bucket', UNKNOWN)}")
         return names
 
     # -- transform ------------------------------------------------------------------------------
@@ -139,8 +188,15 @@ class TabularPreprocessor:
         blocks: list[np.ndarray] = []
         for col in self.columns_:
             values = frame[col["name"]]
+            if col["kind"] == "date":
+                x = date_parts(parse_dates(values, col["format"]), col["parts"])
+                x = np.where(np.isnan(x), np.asarray(col["impute"]), x)
+                blocks.append((x - np.asarray(col["offset"])) / np.asarray(col["scale"]))
+                continue
             if col["kind"] == "numeric":
-                if is_categorical(values) and not pd.api.types.is_bool_dtype(values.dtype):
+                if col.get("coerce") and is_categorical(values):
+                    values = pd.to_numeric(values.astype(object), errors="coerce")  # as in training: non-numbers are missing
+                elif is_categorical(values) and not pd.api.types.is_bool_dtype(values.dtype):
                     values = self._text_to_number(values, col["name"])
                 x = _as_float(values, col["name"])
                 x = np.where(np.isnan(x), col["impute"], x)
@@ -189,12 +245,14 @@ class TabularPreprocessor:
             "max_categories": self.max_categories,
             "columns_": [dict(c) for c in self.columns_],
             "feature_names_out_": list(self.feature_names_out_),
+            # written only when set, so preprocessing saved before it existed reads back and writes the same JSON
+            **({"min_category_count": self.min_category_count} if self.min_category_count != 1 else {}),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TabularPreprocessor:
         check_saved_type(d, "tabular", cls.__name__)
-        obj = cls(d["numeric_impute"], d["scaling"], d["categorical"], d["max_categories"])
+        obj = cls(d["numeric_impute"], d["scaling"], d["categorical"], d["max_categories"], d.get("min_category_count", 1))
         obj.columns_ = [dict(c) for c in d["columns_"]]
         obj.feature_names_out_ = obj._names_out()
         return obj

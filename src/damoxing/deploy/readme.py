@@ -148,10 +148,19 @@ def _table(prep: dict) -> str:
     numeric = [
         'if col["kind"] == "numeric":  # impute, then (x - offset) / scale',
         '    x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)',
-        '    x = np.where(np.isnan(x), col["impute"], x)',
+        '    x = np.where(np.isfinite(x), x, col["impute"])  # missing and ±inf alike',
         '    blocks.append(((x - col["offset"]) / col["scale"])[:, None])',
     ]
     lines += ["        " + line for line in numeric]
+    if any(c["kind"] == "date" for c in columns):
+        lines += ["        " + line for line in [
+            'elif col["kind"] == "date":  # parts of the date read with the training format, imputed, scaled',
+            '    t = pd.to_datetime(values, format=col["format"] or "mixed", errors="coerce", utc=True).dt',
+            '    parts = {"year": t.year, "month": t.month, "day_of_week": t.day_of_week, "day_of_year": t.day_of_year, "hour": t.hour}',
+            '    x = np.column_stack([parts[p].to_numpy(dtype=float, na_value=np.nan) for p in col["parts"]])',
+            '    x = np.where(np.isnan(x), col["impute"], x)',
+            '    blocks.append((x - np.array(col["offset"])) / np.array(col["scale"]))',
+        ]]
     if categorical:
         lines += ["        " + line for line in [
             "else:  # a category as text; missing -> the most frequent; one not seen in training -> unknown",

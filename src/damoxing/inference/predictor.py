@@ -53,6 +53,10 @@ class Predictor:
             self.model = OnnxModel.load(self.path / "model.onnx")
         else:
             self.model = create_model(self.config.model, self.schema)
+            if self.config.train.privacy is not None and self.config.train.federated is None:  # trained with DP-SGD: the same DP-trainable layers it was saved with
+                from damoxing.models.private_layers import replace_private_layers
+
+                self.model, _ = replace_private_layers(self.model, for_loading=True)
             try:
                 state = load_file(str(self.path / "model.safetensors"))
             except Exception as e:  # safetensors raises its own error type for a truncated or garbled file

@@ -16,7 +16,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from damoxing.config import ModelConfigBase
+from damoxing.config import ModelConfigBase, Widths
 from damoxing.core.errors import ConfigError
 from damoxing.models.export_view import ExportView
 from damoxing.models.layers import ACTIVATIONS, dense_stack
@@ -25,7 +25,7 @@ from damoxing.models.registry import MODELS
 
 class CNNConfig(ModelConfigBase):
     type: Literal["cnn"] = "cnn"
-    conv_channels: Optional[list[int]] = Field(None, description="output channels of each conv layer")
+    conv_channels: Optional[Widths] = Field(None, description="output channels of each conv layer")
     kernel_size: int = Field(3, ge=1)
     padding: Literal["same", "valid"] = "same"
     resize_to: Optional[int] = Field(None, ge=1, description="resize input images to N x N (bilinear) before the first conv; default: as they are")
@@ -34,7 +34,7 @@ class CNNConfig(ModelConfigBase):
     pool_last: bool = Field(True, description="pool after the last conv block too")
     batch_norm: bool = False
     activation: Literal["relu", "gelu", "tanh", "sigmoid", "silu", "leaky_relu"] = "relu"
-    dense: Optional[list[int]] = Field(None, description="dense layer widths after flattening")
+    dense: Optional[Widths] = Field(None, description="dense layer widths after flattening")
     dropout: Optional[float] = Field(None, ge=0, lt=1)
     PRESETS: ClassVar[dict] = {
         "tiny": {"conv_channels": [8], "dense": [16], "dropout": 0.0},

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from damoxing.config import ModelConfigBase, TrainConfig
+from damoxing.config import ModelConfigBase, TrainConfig, Widths
 from damoxing.core.errors import ConfigError
 from damoxing.models.export_view import ExportView
 from damoxing.models.layers import choose_architecture
@@ -40,8 +40,8 @@ class GANConfig(ModelConfigBase):
     type: Literal["gan"] = "gan"
     architecture: Literal["auto", "conv", "mlp"] = Field("auto", description="auto: conv for images, mlp for tables")
     latent_dim: Optional[int] = Field(None, ge=1, description="size of the generator's noise input z")
-    hidden: Optional[list[int]] = Field(None, description="mlp: discriminator widths; the generator mirrors them")
-    conv_channels: Optional[list[int]] = Field(None, description="conv: discriminator channels (stride-2 convs); the generator mirrors them")
+    hidden: Optional[Widths] = Field(None, description="mlp: discriminator widths; the generator mirrors them")
+    conv_channels: Optional[Widths] = Field(None, description="conv: discriminator channels (stride-2 convs); the generator mirrors them")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="one-sided: the discriminator's target for real data is 1 - this")
     PRESETS: ClassVar[dict] = {
         "tiny": {"latent_dim": 4, "hidden": [16], "conv_channels": [8]},

@@ -9,7 +9,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from damoxing.config import ModelConfigBase
+from damoxing.config import ModelConfigBase, Widths
 from damoxing.models.export_view import ExportView
 from damoxing.models.layers import dense_stack
 from damoxing.models.registry import MODELS
@@ -17,7 +17,7 @@ from damoxing.models.registry import MODELS
 
 class MLPConfig(ModelConfigBase):
     type: Literal["mlp"] = "mlp"
-    hidden: Optional[list[int]] = Field(None, description="hidden layer widths, e.g. [128]")
+    hidden: Optional[Widths] = Field(None, description="hidden layer widths, e.g. [128]")
     activation: Literal["relu", "gelu", "tanh", "sigmoid", "silu", "leaky_relu"] = "relu"
     dropout: Optional[float] = Field(None, ge=0, lt=1)
     batch_norm: bool = False

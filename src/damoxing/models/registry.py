@@ -19,7 +19,57 @@ def create_model(config, schema):
             f"model.type '{config.type}' takes {choices_text(family.input_kinds)} data, but "
             f"data.source gives '{schema.kind}' data. Models that take {schema.kind} data: {choices_text(fits)}."
         )
-    return family.from_config(resolve_size(config), schema)
+    config = resolve_size(config)
+    check_model_memory(family, config, schema)
+    return family.from_config(config, schema)
+
+
+WARN_SHARE = 0.25  # float32 weights above this share of available memory: warn (training needs ~4x: grads, Adam's two moments)
+
+
+def check_model_memory(family, config, schema) -> None:
+    """Refuse a model whose float32 weights alone would not fit in available memory; warn above WARN_SHARE of it.
+
+    The model is built on torch's meta device first: shapes only, no memory, so the count is exact and costs
+    milliseconds even for a model of 10^14 parameters. A family that reads a checkpoint (pretrained) is skipped:
+    its size is what is on disk."""
+    import torch
+
+    if isinstance(config, ReadsTokenizer):
+        return
+    try:
+        with torch.device("meta"):
+            params = sum(p.numel() for p in family.from_config(config, schema).parameters())
+    except Exception:  # a family that cannot be built on meta is checked by building it for real
+        return
+    need, available = params * 4, available_memory()
+    if available is None or need <= WARN_SHARE * available:
+        return
+    what = (f"model.type '{config.type}' as configured has {params:,} parameters: {need / 2**30:,.1f} GiB of float32 weights "
+            f"(training needs about 4x that for gradients and optimizer state), and this machine has {available / 2**30:,.1f} GiB "
+            "of memory available")
+    if need > available:
+        raise ConfigError(f"{what}. Make it smaller (fewer or narrower layers: model.hidden, conv_channels, d_model, layers) "
+                          "or use a smaller model.size.")
+    from damoxing.core.console import warn
+
+    warn(f"{what}; it may run out of memory.")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (psutil, else the free physical pages), None when unknown."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        import os
+
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def family_task(model_type: str):

@@ -21,7 +21,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from damoxing.config import ModelConfigBase
+from damoxing.config import ModelConfigBase, Widths
 from damoxing.models.export_view import ExportView
 from damoxing.models.layers import choose_architecture, dense_stack
 from damoxing.models.registry import MODELS
@@ -31,8 +31,8 @@ class VAEConfig(ModelConfigBase):
     type: Literal["vae"] = "vae"
     architecture: Literal["auto", "conv", "mlp"] = Field("auto", description="auto: conv for images, mlp for tables")
     latent_dim: Optional[int] = Field(None, ge=1, description="size of the latent code z")
-    hidden: Optional[list[int]] = Field(None, description="mlp: encoder widths; the decoder mirrors them")
-    conv_channels: Optional[list[int]] = Field(None, description="conv: channels of each stride-2 conv; the decoder mirrors them")
+    hidden: Optional[Widths] = Field(None, description="mlp: encoder widths; the decoder mirrors them")
+    conv_channels: Optional[Widths] = Field(None, description="conv: channels of each stride-2 conv; the decoder mirrors them")
     beta: float = Field(1.0, ge=0, description="weight of the KL term (1: VAE, >1: beta-VAE)")
     PRESETS: ClassVar[dict] = {
         "tiny": {"latent_dim": 4, "hidden": [16], "conv_channels": [8]},

@@ -65,7 +65,7 @@ def write_compressed_run(path: Path, copy_from: Path, skip: set[str], manifest: 
     for split, arrays in (predictions or {}).items():
         np.savez(writer.file(f"predictions_{split}.npz"), **arrays)
     writer.write_json(FILE, compression)
-    writer.write_json("manifest.json", {**manifest, "compression": manifest_block(compression)})
+    writer.write_manifest({**manifest, "compression": manifest_block(compression)})
     if report:
         from damoxing.report.html import write_report
 

@@ -105,7 +105,7 @@ def _extra(result) -> str:
     if failed:
         rows = [[_esc(f["rung"]), "#" + _esc(f.get("seed", "")), _esc(f["error"])] for f in failed]
         parts.append("<h3>rungs that failed</h3>" + _table(["rung", "seed", "error"], rows))
-    rest = {k: v for k, v in result.extra.items() if k != "failed"}
+    rest = {k: v for k, v in result.extra.items() if k not in ("failed", "privacy_sweep")}
     if rest:
         parts.append(f"<pre>{_esc(json.dumps(rest, indent=2))}</pre>")
     return "".join(parts)
@@ -122,6 +122,7 @@ def build_page(result, histories: dict[str, list[dict]]) -> str:
         _section("Paired tests", _tests_table(result) + _plot("paired differences", compare_plots.differences, result)),
         _section("Pareto frontier", _plot("Pareto frontier", compare_plots.frontier, result) + _prices_table(result)),
         _section("Learning curves", _plot("learning curves", compare_plots.learning_curves, histories, result.metric)),
+        _section("Price of privacy", _plot("utility against epsilon", compare_plots.privacy_curve, result.extra.get("privacy_sweep"))),
         _section("Ladder", _extra(result)),
         _section("compare.json", f"<details><summary>compare.json</summary><pre>{_esc(json.dumps(result.to_dict(), indent=2))}</pre></details>"),
     ]

@@ -86,3 +86,27 @@ def learning_curves(histories: dict[str, list[dict]], metric: str) -> Optional[s
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=7, loc="best")
     return _png(fig)
+
+
+def privacy_curve(sweep: Optional[dict]) -> Optional[str]:
+    """The price of privacy: the test metric against the target epsilon (log axis) of runs that
+    differ only in train.privacy.epsilon; the non-private run, if any, as a dashed line."""
+    if not sweep:
+        return None
+    private = [p for p in sweep["points"] if p["epsilon"] is not None and p["value"] is not None]
+    if not private:
+        return None
+    fig, (ax,) = _figure(8.0, 4.5)
+    ax.plot([p["epsilon"] for p in private], [p["value"] for p in private], marker="o", color=FRONTIER_COLOUR, label="DP-SGD")
+    for p in private:
+        spent = f" (spent {p['spent']:.2f})" if p.get("spent") is not None else ""
+        ax.annotate(f"{p['value']:.3f}{spent}", (p["epsilon"], p["value"]), textcoords="offset points", xytext=(5, -12), fontsize=7)
+    for p in sweep["points"]:
+        if p["epsilon"] is None and p["value"] is not None:
+            ax.axhline(p["value"], linestyle="--", color=OTHER_COLOUR, linewidth=1, label=f"no privacy ({p['value']:.3f})")
+    ax.set_xscale("log")
+    ax.set(xlabel="target epsilon (log scale; smaller is more private)", ylabel=f"test {sweep['metric']}",
+           title=f"test {sweep['metric']} against epsilon")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="best")
+    return _png(fig)

@@ -297,8 +297,14 @@ def _data_section(manifest: dict) -> str:
         parts.append("<h3>missing values (imputed from the training split)</h3>" + (
             _table(["column", "missing"], [[_esc(k), "#" + _num(int(v))] for k, v in missing.items()])
             if missing else '<p class="note">none</p>'))
+    columns = data.get("column_summary") or []
+    if columns:
+        parts.append("<h3>columns (what each feature column was read as)</h3>" + _table(
+            ["column", "kind", "missing", "distinct", "action"],
+            [[_esc(c.get("column")), _esc(c.get("kind")), "#" + _num(c.get("missing")), "#" + _num(c.get("distinct")),
+              _esc(c.get("action"))] for c in columns]))
     for key, value in data.items():
-        if isinstance(value, (dict, list)) and key not in ("split_rows", "train_class_counts", "missing_values"):
+        if isinstance(value, (dict, list)) and key not in ("split_rows", "train_class_counts", "missing_values", "column_summary"):
             parts.append(f"<h3>{_esc(key)}</h3><pre>{_esc(json.dumps(value, indent=2))}</pre>")
     return "".join(parts)
 
@@ -313,6 +319,18 @@ def _training_section(manifest: dict, history: list[dict]) -> str:
         body = [["#" + _num(row.get(k)) for k in keys] for row in history]
         parts.append(f"<details><summary>history.jsonl ({len(history)} epochs)</summary>{_table(keys, body)}</details>")
     return "".join(parts)
+
+
+def _privacy_section(privacy: dict) -> str:
+    """train.privacy (DP-SGD): the epsilon spent against its target, delta, noise, sampling, replaced layers."""
+    if not privacy:
+        return ""
+    keys = ("epsilon", "target_epsilon", "delta", "noise_multiplier", "sample_rate", "max_grad_norm", "accountant", "physical_batch_size", "steps")
+    rows = [[_esc(k), "#" + _num(privacy[k])] for k in keys if k in privacy]
+    replaced = privacy.get("replaced_layers") or []
+    text = "; ".join(f"{r['layer']}: {r['from']} &rarr; {r['to']}" for r in replaced) or "none"
+    rows.append(["replaced layers", _esc(text).replace("&amp;rarr;", "&rarr;")])
+    return _table(["", ""], rows) + '<p class="note">(epsilon, delta)-differential privacy of the training rows, DP-SGD with opacus; epsilon per epoch is in the history.</p>'
 
 
 def _evaluation_plots(task: str, metrics: dict, predictions: dict, class_names: list[str]) -> str:
@@ -370,6 +388,7 @@ def build_report(run: str | Path, run_name: Optional[str] = None) -> str:
         _section("Evaluation (test split)", _evaluation_plots(task, metrics, predictions, class_names)),
         _section("Training", _training_section(manifest, history)),
         _section("Cost", _cost_section(manifest.get("cost") or {})),
+        _section("Privacy", _privacy_section(manifest.get("privacy") or {})),
         _section("Data", _data_section(manifest)),
         _section("Compression", _compression_section(run)),
         _section("Explanations and fairness", _trust_section(run)),

@@ -281,3 +281,45 @@ class Comparison:
 
     def entry(self, name: str) -> RunEntry:
         return next(r for r in self.runs if r.name == name)
+
+
+# --------------------------------------------------------------------------- a privacy sweep
+
+
+def _without_epsilon(config: dict) -> dict:
+    """The config with what a privacy sweep varies taken out: its name, train.privacy.epsilon, and
+    train.privacy itself where it is absent (the non-private point of the sweep)."""
+    import copy
+
+    config = copy.deepcopy(config)
+    config.pop("name", None)
+    train = config.get("train") or {}
+    if train.get("privacy"):
+        train["privacy"] = {k: v for k, v in train["privacy"].items() if k not in ("epsilon", "delta")}
+    else:
+        train.pop("privacy", None)
+    return config
+
+
+def privacy_sweep(records: list[RunRecord], metric: str) -> Optional[dict]:
+    """Runs that differ only in train.privacy.epsilon (one may have no privacy): the points of a
+    utility-vs-epsilon curve, by epsilon, {"metric", "points": [{"name", "epsilon", "spent", "value"}]};
+    None for any other set of runs."""
+    privacies = [(r.config.get("train") or {}).get("privacy") for r in records]
+    epsilons = [p.get("epsilon") for p in privacies if p]
+    if len(epsilons) < 2 or len(set(epsilons)) < len(epsilons):
+        return None
+    private_rest = [_without_epsilon(r.config) for r, p in zip(records, privacies) if p]
+    if any(rest != private_rest[0] for rest in private_rest[1:]):
+        return None
+    for r, p in zip(records, privacies):  # a non-private run must match once its privacy is put back
+        if not p:
+            rest = _without_epsilon(r.config)
+            rest.setdefault("train", {})["privacy"] = (private_rest[0].get("train") or {}).get("privacy")
+            if rest != private_rest[0]:
+                return None
+    points = [{"name": r.name, "epsilon": p.get("epsilon") if p else None,
+               "spent": (r.manifest.get("privacy") or {}).get("epsilon") if p else None,
+               "value": (r.metrics.get("test") or {}).get(metric)} for r, p in zip(records, privacies)]
+    points.sort(key=lambda q: float("inf") if q["epsilon"] is None else q["epsilon"])
+    return {"parameter": "train.privacy.epsilon", "metric": metric, "points": points}

@@ -107,6 +107,15 @@ def monitor_direction(monitor: str, mode: str) -> str:
     return metric_direction(name)
 
 
+class StopTraining(Exception):
+    """Raised by an `on_epoch_end` callback to end training after this epoch, the run saved as
+    usual; `reason` becomes the run's `stopped` (e.g. 'pruned' for a tuning trial)."""
+
+    def __init__(self, message: str, reason: str = "stopped"):
+        super().__init__(message)
+        self.reason = reason
+
+
 def fit(
     model: torch.nn.Module,
     train: Split,
@@ -117,11 +126,14 @@ def fit(
     progress=None,
     on_epoch_end: Optional[Callable[[dict], None]] = None,
     checkpoints: Optional[Checkpointer] = None,
+    private=None,
 ) -> FitResult:
     """Train `model` on `train`, monitoring `val`; returns the history and why it stopped.
 
     The model ends with the best epoch's weights (by `config.monitor`) when `restore_best` is on.
     With `checkpoints`, writes resumable checkpoints and, if it holds one, continues from it.
+    `private` (trust/privacy.py's PrivateTraining, train.privacy) makes it DP-SGD: it wraps the
+    optimizer and the batches before the loop, the step, and adds the epsilon spent to each epoch.
     """
     # -- the model and the data on the device; with several processes, DDP or FSDP around the model
     ctx = dist.current()
@@ -146,10 +158,13 @@ def fit(
                       LossWindow(config.grad_accum_steps, ctx.active))
     shuffle = torch.Generator(device=batches.order_device).manual_seed(config.seed)  # the same permutation in every process
     session = Session(module, build_optimizers(model, module, config, ctx), shuffle, batches, device, ctx)
+    if private is not None:  # DP-SGD: per-sample clipping and noise, Poisson-sampled batches
+        batches = private.wrap(model, session.optimizers, batches, train, device)
     micro_batches, accum = len(batches), config.grad_accum_steps
     rates = LearningRates(session.optimizers.values(), config, math.ceil(micro_batches / accum), state.plateau)
     autocast = autocast_context(config, device)
     step = choose_step(model, module, task, session.optimizers, config, autocast, rates, device)
+    step = private.step(step) if private is not None else step
     start_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}  # kept if epoch 1 diverges
     result = FitResult(monitor=monitor, data_path=batches.path, strategy=strategy)
     if checkpoints is not None and checkpoints.resume is not None:
@@ -191,6 +206,8 @@ def fit(
             if val is not None:
                 record.update(validate(eval_module, val, task, config, autocast, device))
             record["seconds"] = time.perf_counter() - epoch_start
+            if private is not None:
+                record.update(private.epoch_record())
             state.history.append(record)
             score = monitored(record, monitor)
             if config.schedule.name == "reduce_on_plateau":  # other schedules never cut the lr on a plateau
@@ -209,6 +226,8 @@ def fit(
                 save_checkpoint(checkpoints, session, state, clock, epoch + 1, 0)
     except Diverged as diverged:
         result.stopped, result.message = "diverged", divergence_message(diverged)
+    except StopTraining as stop:  # an on_epoch_end callback ended the run (e.g. a pruned tuning trial)
+        result.stopped, result.message = stop.reason, str(stop)
     except KeyboardInterrupt:
         result.stopped = "interrupted"
         result.message = f"interrupted by the user after {len(state.history)} complete epochs"

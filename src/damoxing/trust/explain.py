@@ -395,12 +395,11 @@ TOKEN_EMBEDDINGS: dict[str, Callable[[torch.nn.Module], torch.nn.Module]] = {
 
 def table_columns(tabular) -> tuple[list[str], np.ndarray]:
     """(original column names, (F,) index of the column each model input comes from) of a fitted TabularPreprocessor:
-    a numeric or ordinal column is one input, a one-hot column one per kept category plus its <unknown> input."""
+    a numeric or ordinal column is one input, a one-hot column one per kept category plus its <other> input, a date one per part."""
     names, index = [], []
     for g, column in enumerate(tabular.columns_):
         names.append(column["name"])
-        one = column["kind"] == "numeric" or tabular.categorical == "ordinal"
-        index += [g] * (1 if one else len(column["categories"]) + 1)
+        index += [g] * tabular.column_width(column)
     if len(index) != len(tabular.feature_names_out_):
         raise RuntimeError("the table's preprocessing does not map its inputs back to columns one to one")
     return names, np.asarray(index)

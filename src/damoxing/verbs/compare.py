@@ -31,6 +31,7 @@ from damoxing.runs.comparison import (
     RunEntry,
     RunRecord,
     check_comparable,
+    privacy_sweep,
     read_runs,
 )
 
@@ -72,6 +73,9 @@ def compare(runs: Iterable[str | Path], metric: Optional[str] = None, cost: str 
                         runs=entries, best=best, notes=notes, alpha=alpha, n_resamples=n_resamples, extra=dict(extra or {}))
     _paired_tests(result, records, seed)
     _frontier(result)
+    sweep = privacy_sweep(records, metric)  # runs differing only in train.privacy.epsilon: the price of privacy
+    if sweep is not None:
+        result.extra["privacy_sweep"] = sweep
     result.seconds = time.perf_counter() - started
     if target is not None:
         result.path = str(_write(result, records, target))

@@ -46,7 +46,8 @@ def _overrides(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def train(config: str | Path | dict | None = None, *, out: str | Path | None = None, quiet: bool = False,
-          overrides: Optional[dict[str, Any]] = None, resume: str | Path | None = None, adapt=None, **kwargs: Any) -> Run:
+          overrides: Optional[dict[str, Any]] = None, resume: str | Path | None = None, adapt=None,
+          on_epoch_end=None, score_test: bool = True, **kwargs: Any) -> Run:
     """Train, evaluate and save one run.
 
     Args:
@@ -58,6 +59,9 @@ def train(config: str | Path | dict | None = None, *, out: str | Path | None = N
         resume: a run interrupted after a checkpoint (train.checkpoint_every): continue it.
         adapt: `damoxing compress`'s hook, (model, task, data, train Split) -> (task, train Split) for the
             loop: it may load starting weights (pruning) or train under another loss (distillation).
+        on_epoch_end: called with each epoch's record (losses, validation metrics); it may raise
+            `damoxing.training.loop.StopTraining` to end the run there (saved as usual), e.g. a pruned tuning trial.
+        score_test: False evaluates the validation split only (tuning trials: the test split stays unseen).
     Returns:
         Run with `.path`, `.metrics`, `.config`, `.history`, `.manifest`. Under torchrun every
         process returns, but only rank 0 evaluates and writes; the others' Run has no metrics.
@@ -65,7 +69,7 @@ def train(config: str | Path | dict | None = None, *, out: str | Path | None = N
     from damoxing.training.distributed import launched_rank
 
     with console.quiet(quiet or launched_rank() != 0):  # one process speaks; the setting ends with the call
-        return _train(config, out, overrides, resume, kwargs, adapt)
+        return _train(config, out, overrides, resume, kwargs, {"adapt": adapt, "on_epoch_end": on_epoch_end, "score_test": score_test})
 
 
 @dataclass
@@ -81,14 +85,17 @@ class _Start:
     started: float
     reserved: bool
     adapt: Any = None  # `damoxing compress`'s hook (see `train`)
+    on_epoch_end: Any = None  # `damoxing tune`'s hook: report, prune (see `train`)
+    score_test: bool = True
 
 
-def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dict[str, Any], adapt=None) -> Run:
+def _train(config, out, overrides: Optional[dict[str, Any]], resume, kwargs: dict[str, Any], hooks: Optional[dict] = None) -> Run:
     """`train`'s work, inside its quiet setting: start (config, reserved folder), fit, write."""
     from damoxing.runs.folder import release
 
     start = _start(config, out, overrides, resume, kwargs)
-    start.adapt = adapt
+    for name, value in (hooks or {}).items():
+        setattr(start, name, value)
     try:
         return _train_started(start)
     except BaseException:
@@ -173,10 +180,15 @@ def _train_started(start: _Start) -> Run:
 
         init_report = load_init_weights(model, Path(cfg.model.init_from) / "model.safetensors")
         note(describe(init_report))
+    private = None
+    if cfg.train.privacy is not None and cfg.train.federated is None:  # DP-SGD (trust/privacy.py): refuse what cannot work, replace layers it cannot train
+        from damoxing.trust.privacy import prepare_private
+
+        model, private = prepare_private(cfg.train, model, len(data.x["train"]), start.ctx.world)
     params, trainable = count_parameters(model)
     note(f"{cfg.name}: {cfg.model.type} ({params:,} parameters) on {data.source}, task {data.task}, "
          f"{data.summary['split_rows']['train']} training rows, device {start.device}")
-    fitted = _fit(start, cfg, data, model, task, params, trainable)
+    fitted = _fit(start, cfg, data, model, task, params, trainable, private)
     if not start.ctx.is_main:  # rank 0 evaluates and writes the run folder
         return Run(path=path, metrics={}, config=cfg, history=fitted.result.history)
     extra = {"chosen_defaults": chosen_defaults, "init_report": init_report, "load_seconds": load_seconds}
@@ -192,9 +204,11 @@ class _Fitted:
     params: int
     trainable: int
     splits: dict
+    private: Any = None  # trust/privacy.py's PrivateTraining (train.privacy)
+    federation: Any = None  # trust/federated.py's Federation (train.federated)
 
 
-def _fit(start: _Start, cfg, data, model, task, params: int, trainable: int) -> _Fitted:
+def _fit(start: _Start, cfg, data, model, task, params: int, trainable: int, private=None) -> _Fitted:
     """Checkpoints, the cost meter and the training loop itself."""
     import torch
 
@@ -210,6 +224,11 @@ def _fit(start: _Start, cfg, data, model, task, params: int, trainable: int) -> 
     fit_task, fit_train = task, splits["train"]
     if start.adapt is not None:  # `damoxing compress`: pruned starting weights, or a distillation loss (optimize/)
         fit_task, fit_train = start.adapt(model, task, data, splits["train"])
+    federation = None
+    if cfg.train.federated is not None:  # federated averaging over simulated clients (trust/federated.py)
+        from damoxing.trust.federated import Federation
+
+        federation = Federation(cfg.train, model, {"train": fit_train}, fit_task, start.device, start.ctx.world)
     writer, checkpoints = _checkpoints(start, cfg, data)
     meter = None
     if cfg.cost.enabled and start.ctx.is_main:  # rank 0 accounts for the run it writes
@@ -222,16 +241,34 @@ def _fit(start: _Start, cfg, data, model, task, params: int, trainable: int) -> 
     if progress is not None:
         progress.start()
     try:
-        result = fit(model, fit_train, splits["val"], fit_task, cfg.train, start.device, progress=progress, checkpoints=checkpoints,
-                     on_epoch_end=(lambda record: samples.after_epoch(model, record["epoch"])) if samples else None)
+        if federation is not None:
+            result = federation.fit(model, fit_train, splits["val"], progress)
+        else:
+            result = fit(model, fit_train, splits["val"], fit_task, cfg.train, start.device, progress=progress, checkpoints=checkpoints,
+                         on_epoch_end=_epoch_end(samples, model, start.on_epoch_end), private=private)
     finally:
+        if private is not None:
+            private.close()  # the per-sample hooks come off: a plain model is evaluated and saved
         if progress is not None:
             progress.stop()
     if not start.ctx.is_main:
         dist.shutdown()
     elif result.message and result.stopped != "diverged":  # a divergence is reported as the error below
         (warn if result.stopped == "interrupted" else note)(result.message)
-    return _Fitted(result, writer, samples, meter, params, trainable, splits)
+    return _Fitted(result, writer, samples, meter, params, trainable, splits, private, federation)
+
+
+def _epoch_end(samples, model, hook):
+    """The loop's per-epoch callback: sample grids of a generative run, then the caller's hook."""
+    if samples is None:
+        return hook
+
+    def after_epoch(record: dict) -> None:
+        samples.after_epoch(model, record["epoch"])
+        if hook is not None:
+            hook(record)
+
+    return after_epoch
 
 
 def _checkpoints(start: _Start, cfg, data):
@@ -271,7 +308,10 @@ def _write(start: _Start, cfg, data, model, task, fitted: _Fitted, extra: dict) 
     stage("evaluating on the validation and test rows")
     eval_started = time.perf_counter()
     predictions: dict[str, dict] = {}
-    metrics = evaluate_run(model, task, data, cfg, start.device, predictions=predictions)
+    splits = None if start.score_test else ("val",)  # a tuning trial never sees the test split
+    metrics = evaluate_run(model, task, data, cfg, start.device, predictions=predictions, splits=splits)
+    if fitted.federation is not None and start.score_test and len(fitted.splits.get("test", [])):  # each client's test part
+        metrics["federated"] = fitted.federation.client_scores(model, fitted.splits["test"])
     eval_seconds = time.perf_counter() - eval_started
     cost = _cost_block(start, cfg, model, task, data, fitted, eval_seconds)
 
@@ -290,6 +330,11 @@ def _write(start: _Start, cfg, data, model, task, fitted: _Fitted, extra: dict) 
         manifest["model"].update(model.run_info())
     if cost is not None:
         manifest["cost"] = cost
+    if fitted.federation is not None:
+        manifest["federated"] = fitted.federation.summary()
+    if fitted.private is not None:
+        manifest["privacy"] = fitted.private.summary()
+        note(f"privacy: epsilon {manifest['privacy']['epsilon']:.3f} spent (target {cfg.train.privacy.epsilon:g}), delta {fitted.private.delta:.2g}")
     writer.write_manifest(manifest)
     if cfg.tracking.report:
         write_run_report(writer.tmp, writer.path)
@@ -327,7 +372,12 @@ def _write_files(writer, path: Path, cfg, data, model, metrics, result, samples,
     writer.discard("checkpoints")  # the run is complete: nothing left to resume
     model.to("cpu")
     try:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(writer.file("model.safetensors")))
+        weights = model.state_dict()
+        if cfg.train.privacy is not None and cfg.train.federated is None:  # DP layers: each weight once, under the torch layer's name
+            from damoxing.models.private_layers import private_state_dict
+
+            weights = private_state_dict(model)
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(writer.file("model.safetensors")))
         np.savez(writer.file("splits.npz"), **{k: v.astype(np.int64) for k, v in data.indices.items()})
         if samples is not None:
             samples.write(model, writer.tmp)
@@ -355,7 +405,7 @@ def choose_defaults(cfg, data):
     return cfg.model_copy(update={"train": train_config}), chosen
 
 
-def evaluate_run(model, task, data, cfg, device, predictions: Optional[dict] = None) -> dict:
+def evaluate_run(model, task, data, cfg, device, predictions: Optional[dict] = None, splits=None) -> dict:
     """metrics.json of a trained model: the task's own `evaluate` (the one `damoxing evaluate RUN` uses),
     with the run's `evaluate:` settings, seed and evaluation batch size.
 
@@ -365,7 +415,8 @@ def evaluate_run(model, task, data, cfg, device, predictions: Optional[dict] = N
     from damoxing.models.runtime import autocast_context
     from damoxing.tasks import EvaluationSettings
 
-    return task.evaluate(model, data, EvaluationSettings.from_config(cfg), autocast_context(cfg.train, device), predictions=predictions)
+    extra = {} if splits is None else {"splits": splits}
+    return task.evaluate(model, data, EvaluationSettings.from_config(cfg), autocast_context(cfg.train, device), predictions=predictions, **extra)
 
 
 def write_run_report(folder: Path, final_path: Path) -> None:

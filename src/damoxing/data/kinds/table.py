@@ -2,8 +2,9 @@
 (`TabularPreprocessor`, fitted on the training rows). With a generative model the rows themselves
 are what is modelled, and there is no target.
 
-`prepare` is a list of small steps, so a new one (reading dates, dropping ID-like columns, ...)
-is one more function called in order."""
+`prepare` is a list of small steps, so a new one is one more function called in order. Which
+columns are used, and as what (numbers, categories, dates; ids, constants and free text dropped),
+is decided by data/columns.py and shown as one summary table."""
 
 from __future__ import annotations
 
@@ -14,6 +15,13 @@ import numpy as np
 import pandas as pd
 
 from damoxing.core.errors import DataError, choices_text, did_you_mean
+from damoxing.data.columns import (
+    ColumnPlan,
+    all_dropped_message,
+    finish_plan,
+    show_plan,
+    understand_columns,
+)
 from damoxing.data.kinds.base import (
     DATA_KINDS,
     DataKind,
@@ -60,9 +68,11 @@ class TableKind(DataKind):
             raise DataError(f"'{raw.source}' has no input columns besides the target '{raw.target}'.")
         frame = frame.reset_index(drop=True)
         targets = fit_targets(frame[raw.target].to_numpy(), task, config)
-        inputs = fit_inputs(frame.iloc[targets.splits["train"]], features, config)
+        plan = plan_columns(frame, features, config, raw.source)
+        inputs = fit_inputs(frame.iloc[targets.splits["train"]], plan, config)
         summary = {"rows": len(frame) + n_dropped, "rows_dropped_missing_target": n_dropped, "columns": len(features),
-                   "missing_values": {c: int(v) for c, v in frame[features].isna().sum().items() if v}}
+                   "missing_values": {c: int(v) for c, v in frame[features].isna().sum().items() if v},
+                   "column_summary": plan.rows()}
         return assemble(targets, table_preprocessing(targets, inputs, raw.target, features), inputs.transform(frame), raw, summary)
 
     def _prepare_rows(self, raw: RawData, config) -> PreparedData:
@@ -73,9 +83,10 @@ class TableKind(DataKind):
         frame = raw.frame.reset_index(drop=True)
         label_like = config.data.target or (raw.target if str(raw.target).lower() in LABEL_LIKE else None)
         features = select_features(frame, label_like, config, raw.source)
+        plan = plan_columns(frame, features, config, raw.source)
         targets = without_targets(len(frame), "generation", config)
-        inputs = fit_inputs(frame.iloc[targets.splits["train"]], features, config)
-        summary = {"rows": len(frame), "columns": len(features)}
+        inputs = fit_inputs(frame.iloc[targets.splits["train"]], plan, config)
+        summary = {"rows": len(frame), "columns": len(features), "column_summary": plan.rows()}
         return assemble(targets, table_preprocessing(targets, inputs, None, features), inputs.transform(frame), raw, summary)
 
     def transform_inputs(self, preprocessing: Preprocessing, data: Any) -> np.ndarray:
@@ -115,11 +126,32 @@ def select_features(frame: pd.DataFrame, excluded: Optional[str], config, source
     return [c for c in features if c not in set(config.data.exclude)]
 
 
-def fit_inputs(train_rows: pd.DataFrame, features: list[str], config) -> TabularPreprocessor:
-    """Impute, scale and encode each feature column as data.preprocess says, fitted on the training rows."""
+def plan_columns(frame: pd.DataFrame, features: list[str], config, source: str) -> ColumnPlan:
+    """Each feature column's kind (data.columns first, then the rules of data/columns.py); every column dropped is an error."""
+    overrides = dict(config.data.columns or {})
+    unknown = [c for c in overrides if c not in frame.columns]
+    if unknown:
+        raise DataError(f"data.columns names column(s) {unknown} that '{source}' does not have.{did_you_mean(unknown[0], frame.columns)} "
+                        f"Its columns: {choices_text(map(str, frame.columns))}.")
+    unused = [c for c in overrides if c not in features]
+    if unused:
+        raise DataError(f"data.columns names {unused}, which {'is' if len(unused) == 1 else 'are'} not among the feature columns "
+                        f"(the target, or left out by data.features / data.exclude). Feature columns: {choices_text(map(str, features))}.")
+    plan = understand_columns(frame, features, overrides)
+    if not plan.kept:
+        raise DataError(all_dropped_message(plan, source))
+    return plan
+
+
+def fit_inputs(train_rows: pd.DataFrame, plan: ColumnPlan, config) -> TabularPreprocessor:
+    """Impute, scale and encode each kept column as data.preprocess says, fitted on the training rows; show the summary."""
     p = config.data.preprocess
-    return TabularPreprocessor(numeric_impute=p.numeric_impute, scaling=p.scaling, categorical=p.categorical,
-                               max_categories=p.max_categories).fit(train_rows, features)
+    inputs = TabularPreprocessor(numeric_impute=p.numeric_impute, scaling=p.scaling, categorical=p.categorical,
+                                 max_categories=p.max_categories, min_category_count=p.min_category_count)
+    inputs.fit(train_rows, plan.kept, kinds=plan.kinds, date_formats=plan.date_formats)
+    finish_plan(plan, inputs.columns_, p.max_categories, p.min_category_count)
+    show_plan(plan)
+    return inputs
 
 
 def table_preprocessing(targets: Targets, inputs: TabularPreprocessor, target: Optional[str], features: list[str]) -> Preprocessing:
