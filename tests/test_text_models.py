@@ -67,7 +67,8 @@ def test_sampling_is_reproducible_with_a_seed(lm_run):
     options = {"max_new_tokens": 20, "temperature": 0.8, "top_k": 10, "top_p": 0.9}
     first = model.generate("3 plus", seed=7, **options)
     assert first == model.generate("3 plus", seed=7, **options) and first
-    assert re.match(r"^ \d+ is \d+\.", first), repr(first)
+    assert re.search(r"\d", first), repr(first)  # the corpus's kind of text; the exact format is the greedy test's (above):
+    # a sample at temperature 0.8 from a 12-epoch model may skip "is" (" 40.") on another CPU's arithmetic
     from damoxing.verbs.generate import generate
 
     pieces: list[str] = []  # streamed: one callback per decoded piece, as tokens are sampled

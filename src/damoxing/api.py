@@ -27,9 +27,11 @@ from damoxing.verbs.export import export
 from damoxing.verbs.generate import generate
 from damoxing.verbs.ladder import Ladder, ladder
 from damoxing.verbs.predict import predict
+from damoxing.verbs.serve import app as make_app
+from damoxing.verbs.serve import serve
 from damoxing.verbs.train import Run, train
 from damoxing.verbs.tune import tune
 
 __all__ = ["Run", "Predictor", "Comparison", "Ladder", "train", "evaluate", "load", "predict", "generate", "compare", "ladder",
            "explain", "audit", "ExplainResult", "AuditResult", "export", "ExportReport",
-           "compress", "Compressed", "tune"]
+           "compress", "Compressed", "tune", "serve", "make_app"]

@@ -38,6 +38,14 @@ def _main(
         set_verify(False)
 
 
+def _probe_out(out: Optional[Path]) -> None:
+    """A verb's --out destination proven writable before any work (runs/folder.probe_output)."""
+    if out is not None:
+        from damoxing.runs.folder import probe_output
+
+        probe_output(out)
+
+
 def _parse_sets(sets: Optional[List[str]]) -> dict:
     from damoxing.config import parse_override
 
@@ -138,6 +146,7 @@ def predict(
     out: Optional[Path] = typer.Option(None, "--out", help="Write predictions to this CSV/Parquet (default: print CSV)."),
 ) -> None:
     """Predict with a saved run; writes `prediction` (and `proba_<class>` for classifiers)."""
+    _probe_out(out)
     from damoxing.verbs.predict import predict_file
 
     frame = predict_file(run, input, out)
@@ -161,6 +170,7 @@ def generate(
 ) -> None:
     """Generate with a saved run: a language model continues --prompt (streaming the text as it is made);
     a vae or gan draws --n new images into --out."""
+    _probe_out(out)
     from damoxing.verbs.generate import generate as generate_run
     from damoxing.verbs.generate import run_task
 
@@ -192,6 +202,7 @@ def embed(
     batch_size: int = typer.Option(64, "--batch-size", help="Texts per forward pass."),
 ) -> None:
     """Sentence embeddings (mean-pooled, L2-normalized) of every text, from a pretrained model."""
+    _probe_out(out)
     from damoxing.verbs.embed import embed_file
 
     typer.echo(str(embed_file(source, input, out, column=column, batch_size=batch_size)))
@@ -204,6 +215,7 @@ def init(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
 ) -> None:
     """Write a commented starter config."""
+    _probe_out(out)
     from damoxing.templates import TEMPLATES, template_text
 
     if list_:
@@ -248,6 +260,7 @@ def report(
     out: Optional[Path] = typer.Option(None, "--out", help="HTML file to write (default <RUN>/report.html)."),
 ) -> None:
     """Write the run's self-contained HTML report (plots embedded; works offline); prints its path."""
+    _probe_out(out)
     from damoxing.report.html import write_report
     from damoxing.runs.folder import check_run
 
@@ -263,7 +276,9 @@ def runs(
     """Table of past runs read from their folders: task, model, headline metric, params, time, energy."""
     from damoxing.runs.tracking import list_runs, sort_runs
 
-    rows = sort_runs(list_runs(folder), sort)
+    skipped: list[str] = []
+    rows = sort_runs(list_runs(folder, skipped), sort)
+    _say_leftovers(folder, skipped)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -280,6 +295,27 @@ def runs(
     _console().print(table)
     if not rows:
         typer.echo(f"no runs under {folder}", err=True)
+    from damoxing.runs.tracking import unfinished_runs
+
+    for u in unfinished_runs(folder):  # stale partial folders are shown, never removed
+        how = f"continue with: damoxing train --resume {u['final']}" if u["resumable"] else "no checkpoint: remove it when no training writes it"
+        typer.echo(f"unfinished: {u['path']} ({u['age_hours']:.1f} h old; {how})", err=True)
+
+
+@app.command()
+def recover(
+    partial: Path = typer.Argument(..., help="An unfinished run: its hidden .NAME.partial folder (or NAME), as `damoxing runs` lists it."),
+) -> None:
+    """Finish a run whose last step (moving it into place) failed: checks its files, then moves it to its name."""
+    from damoxing.runs.folder import recover as recover_run
+
+    typer.echo(str(recover_run(partial)))
+
+
+def _say_leftovers(folder: Path, skipped: list[str]) -> None:
+    """Notes on stderr for the damaged run folders `runs` left out of its table."""
+    for entry in skipped:
+        typer.echo(f"note: skipped a damaged run folder: {entry}", err=True)
 
 
 @app.command()
@@ -293,6 +329,7 @@ def explain(
     repeats: int = typer.Option(30, "--repeats", min=1, help="Tables: permutation importance repeats per column."),
 ) -> None:
     """Attributions of a run's predictions (captum), global importance with intervals, a sanity check; writes explain.html."""
+    _probe_out(out)
     from damoxing.verbs.explain import explain as explain_run
     from damoxing.verbs.explain import summary_lines
 
@@ -314,6 +351,8 @@ def audit(
     mitigated_out: Optional[Path] = typer.Option(None, "--mitigated-out", help="The new run folder of a mitigation (default <runs>/mitigated-<run>-<time>)."),
 ) -> None:
     """Group metrics with intervals, parity gaps, and optionally a mitigation (fairlearn); writes audit.html."""
+    _probe_out(out)
+    _probe_out(mitigated_out)
     from damoxing.verbs.audit import audit as audit_run
     from damoxing.verbs.audit import summary_lines
 
@@ -350,6 +389,7 @@ def compare(
 ) -> None:
     """Runs side by side: metric with intervals and cost, paired tests on the same test rows (Holm-corrected),
     the Pareto frontier of metric vs cost; writes compare.json and compare.html and prints the folder last."""
+    _probe_out(out)
     from damoxing.report.compare import terminal_tables
     from damoxing.verbs.compare import compare as compare_runs
 
@@ -373,6 +413,7 @@ def ladder(
 ) -> None:
     """Train a ladder on the data of one config - scikit-learn references, then damoxing's families from small
     to large - and compare it; prints the comparison's folder last."""
+    _probe_out(out)
     from damoxing.report.compare import terminal_tables
     from damoxing.verbs.ladder import ladder as run_ladder
 
@@ -393,6 +434,7 @@ def export(
 ) -> None:
     """Export a run's model (ONNX or torch.export) with its preprocessing, checked against the run's model on its test rows;
     writes model + preprocessing.json + export.json + README.md and prints the model file's path last."""
+    _probe_out(out)
     from damoxing.verbs.export import PT2_WARNING
     from damoxing.verbs.export import export as export_run
 
@@ -430,7 +472,11 @@ def tune(
 def _run_app(argv: Optional[list[str]]) -> None:
     """The app; `--no-verify` (read by the callback) holds for this one command only."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # typer 0.29 returns Ctrl-C as 130 here instead of raising
+        if code == 130:
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            sys.exit(code)
     finally:
         folder = sys.modules.get("damoxing.runs.folder")
         if folder is not None:
@@ -468,6 +514,22 @@ def compress(
     for line in summary_lines(result):
         typer.echo(line, err=True)
     typer.echo(result.path)
+
+
+@app.command()
+def serve(
+    run: Path = typer.Argument(..., help="A run folder."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback needs DAMOXING_API_KEY set."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    workers: int = typer.Option(1, "--workers", help="Worker processes (each loads the model; the app is stateless)."),
+    backend: str = typer.Option("torch", "--backend", help="torch (the run's model) or onnx (exported at start, run with onnxruntime)."),
+    max_batch: int = typer.Option(64, "--max-batch", help="Most rows in one micro-batched forward pass (1: no batching)."),
+    max_wait_ms: float = typer.Option(1.0, "--max-wait-ms", help="How long a request waits for others to batch with."),
+) -> None:
+    """Serve a run over HTTP (FastAPI): /predict, /generate, /embed, /metadata, /metrics, /docs and a try-it page at /."""
+    from damoxing.verbs.serve import serve as serve_run
+
+    serve_run(run, host=host, port=port, workers=workers, backend=backend, max_batch=max_batch, max_wait_ms=max_wait_ms)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

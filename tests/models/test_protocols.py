@@ -13,7 +13,7 @@ from damoxing.models import protocols as P
 from tests.models.test_contract import build, tiny_case
 
 ON_MODELS = [P.OwnsUpdate, P.GroupsParameters, P.ReportsRunInfo, P.Generative, P.Interpolates, P.LanguageModel,
-             P.SentenceEncoder, P.ShardsInUnits, P.Exportable]
+             P.SentenceEncoder, P.ShardsInUnits, P.Exportable, P.TrainsOnFeatures, P.CutsPadding]
 ON_FAMILIES = [P.ResolvesConfig, P.DoesOneTask, P.FittedReference]
 
 EXPECTED = {  # family -> the capabilities its models and its class declare
@@ -25,7 +25,9 @@ EXPECTED = {  # family -> the capabilities its models and its class declare
     "gpt": {"LanguageModel", "Exportable"},
     "vae": {"Generative", "Interpolates", "DoesOneTask", "Exportable"},
     "gan": {"OwnsUpdate", "Generative", "DoesOneTask", "Exportable"},
-    "pretrained": {"GroupsParameters", "ReportsRunInfo", "LanguageModel", "SentenceEncoder", "ResolvesConfig", "Exportable"},
+    "pretrained": {"GroupsParameters", "ReportsRunInfo", "LanguageModel", "SentenceEncoder", "ResolvesConfig", "Exportable",
+                   "TrainsOnFeatures", "CutsPadding"},
+    "fasttext": {"Exportable"},
     "sklearn": {"FittedReference"},  # not a torch module: nothing to build here (export copies its ONNX graph)
 }
 

@@ -17,11 +17,11 @@ from damoxing.models.protocols import LanguageModel
 def check_sampling(max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: Optional[float]) -> None:
     if max_new_tokens < 0:
         raise UserError(f"--max-new-tokens is {max_new_tokens}; it must be 0 or more.")
-    if temperature < 0:
+    if not temperature >= 0 or temperature == float("inf"):  # NaN fails every comparison
         raise UserError(f"--temperature is {temperature}; it must be 0 (always the most likely token) or more (1 = the model's own distribution).")
     if top_k is not None and top_k < 1:
         raise UserError(f"--top-k is {top_k}; it must be 1 or more (keep the k most likely tokens).")
-    if top_p is not None and not 0 < top_p <= 1:
+    if top_p is not None and not 0 < top_p <= 1:  # NaN is refused here too
         raise UserError(f"--top-p is {top_p}; it must be in (0, 1] (keep the most likely tokens up to this probability mass).")
 
 

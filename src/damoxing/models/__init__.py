@@ -13,6 +13,7 @@ parameters, one fixed task, ...) are declared as Protocols in models/protocols.p
 # Importing a family registers it. Order = order in listings and in the JSON schema.
 from damoxing.models import (  # noqa: E402,F401  (registration)
     cnn,
+    fasttext,
     gan,
     gpt,
     linear,

@@ -34,6 +34,8 @@ from damoxing.models import hf_checkpoint as ckpt
 from damoxing.models.export_view import ExportView, rows_and_steps
 from damoxing.models.registry import MODELS
 
+SORTED_ROWS = 64  # predicting more rows than this on a CPU (no autograd): sorted by length, batches of this many
+
 
 class LoraOptions(StrictModel):
     rank: int = Field(8, ge=1, description="rank r of each adapter: it adds r x (in + out) parameters per adapted layer")
@@ -158,8 +160,60 @@ class PretrainedModel(nn.Module):
         """(B, T) token ids -> (B, n_outputs), or (B, T, vocab) next-token logits for a language model."""
         if self.is_language_model:
             return self.backbone(input_ids=x, use_cache=False).logits
+        if self.head is not None and x.shape[0] > SORTED_ROWS and self._cuts(x):
+            return self.head(self.features(x, SORTED_ROWS))  # many rows to predict: in length-sorted batches
+        x = self.trimmed(x)
         real = self._real_tokens(x)
         return self.head(self.pool(self.hidden_states(x, real), real))
+
+    def trimmed(self, x: torch.Tensor) -> torch.Tensor:
+        """Dynamic padding on the CPU: (B, T) right-padded ids cut to the batch's own longest text.
+
+        Columns that are padding in every row change nothing (attention and pooling skip them) but
+        cost time. Kept whole on accelerators (reading the length back is a host sync per step), while
+        exporting or tracing (the graph keeps T as its input axis), and in eval mode with gradients on
+        (explain's integrated gradients swap in embeddings of the full length)."""
+        if not self._cuts(x) or x.shape[1] < 2:
+            return x
+        used = (x != self.pad_id).any(0).nonzero()
+        longest = int(used[-1]) + 1 if used.numel() else 1
+        return x[:, :longest] if longest < x.shape[1] else x
+
+    def _cuts(self, x: torch.Tensor) -> bool:
+        """Whether batches of x may be cut or regrouped by length (see `trimmed`)."""
+        if self.pad_id is None or self.is_language_model or x.device.type != "cpu" or x.dim() != 2:
+            return False
+        if not self.training and torch.is_grad_enabled():
+            return False
+        return not (torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing())
+
+    # -- a frozen encoder runs once: the head trains on its pooled features ------------------------
+
+    def frozen_head(self) -> Optional["FeatureHead"]:
+        """With finetune 'frozen' and a head: the head alone, to train on `features` computed once; else None."""
+        if self.config.finetune != "frozen" or self.head is None:
+            return None
+        return FeatureHead(self)
+
+    def features(self, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """(N, T) ids -> (N, hidden) pooled features of the frozen encoder on the model's device:
+        batched, in inference mode, in the order of x. Rows go through sorted by length, so each
+        batch holds texts of about one length and is cut to its own longest (dynamic padding)."""
+        device = next(self.parameters()).device
+        was_training = self.training
+        self.eval()
+        out = torch.empty(x.shape[0], self.hidden_size, device=device)
+        with torch.inference_mode():
+            lengths = (x != self.pad_id).sum(1) if self.pad_id is not None else torch.full((x.shape[0],), x.shape[1])
+            order = torch.argsort(lengths.cpu(), stable=True)
+            for rows in order.split(min(batch_size, 256)):  # more rows per batch would not run faster on a CPU
+                xb = x[rows.to(x.device)].to(device)
+                used = (xb != self.pad_id).any(0).nonzero() if self.pad_id is not None else None
+                xb = xb[:, : int(used[-1]) + 1] if used is not None and used.numel() else xb
+                real = self._real_tokens(xb)
+                out[rows.to(device)] = self.pool(self._last_hidden(xb, real), real).float()
+        self.train(was_training)
+        return out.clone()  # made outside inference mode: a normal tensor, usable by autograd
 
     def hidden_states(self, x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """(B, T) ids and their (B, T) real-token mask -> the last layer's (B, T, hidden) states."""
@@ -293,6 +347,24 @@ class PretrainedModel(nn.Module):
             else:
                 out = self.backbone(input_ids=torch.tensor([[next_id]], device=device), past_key_values=out.past_key_values, use_cache=True)
                 cached += 1
+
+
+class FeatureHead(nn.Module):
+    """A frozen pretrained model's head (the same parameters), reading pooled features instead of ids.
+
+    Its state_dict names match the whole model's (head.*), and its parameter groups are the
+    model's (head_lr), so the training loop treats it like any model."""
+
+    def __init__(self, model: PretrainedModel):
+        super().__init__()
+        self.head = model.head
+        self._groups = model.param_groups  # a bound method, not a submodule: the encoder stays out of this module
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
+    def param_groups(self, optimizer) -> list[dict]:
+        return self._groups(optimizer)
 
 
 def _load_backbone(folder: Path, hf: dict, lm: bool) -> nn.Module:

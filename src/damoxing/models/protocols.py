@@ -24,6 +24,11 @@ On a model instance:
                                                                                  tasks/language_modeling.py
     SentenceEncoder   hidden_size, context_length, embed(ids): one unit vector per text (pretrained)
                                                                                  inference/embeddings.py
+    TrainsOnFeatures  frozen_head() + features(x, batch_size): a frozen encoder under a head; the loop
+                      computes the features once per split and trains the head alone on them
+                      (pretrained, finetune: frozen)                             training/loop.py
+    CutsPadding       pad_id + trimmed(ids): cuts a batch of right-padded ids to its longest text; the
+                      loop then groups training batches by length (pretrained)  training/batches.py
     ShardsInUnits     fsdp_units(): the submodules FSDP shards one by one (default: the elements of
                       every nn.ModuleList)                                       training/distributed.py
     Exportable        export_view(): what to export and how to feed it (models/export_view.py): the
@@ -137,6 +142,27 @@ class SentenceEncoder(Protocol):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Token ids (B, T), right-padded -> (B, hidden_size) L2-normalized float32 vectors."""
+        ...
+
+
+@runtime_checkable
+class TrainsOnFeatures(Protocol):
+    def frozen_head(self) -> Optional[nn.Module]:
+        """The trainable part alone, reading features (N, F) instead of the data, or None when the
+        encoder trains too; its parameters are the model's own, so training it trains the model."""
+        ...
+
+    def features(self, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """The fixed encoder's features (N, F) for the rows of x, in order, without autograd."""
+        ...
+
+
+@runtime_checkable
+class CutsPadding(Protocol):
+    pad_id: Optional[int]
+
+    def trimmed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T) right-padded ids -> (B, T') with T' the batch's longest text (or x itself where it does not cut)."""
         ...
 
 

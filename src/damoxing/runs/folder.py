@@ -87,7 +87,7 @@ def release(path: Path) -> None:
         Path(path).rmdir()  # only ever removes an empty folder
 
 
-def probe_writable(folder: str | Path) -> None:
+def probe_writable(folder: str | Path, what: str = "Nothing was trained") -> None:
     """Write and remove a small file in `folder` (made if missing): a clear error now instead of
     after the work, when the destination is read-only, full or not a folder."""
     folder = Path(folder)
@@ -97,13 +97,20 @@ def probe_writable(folder: str | Path) -> None:
         probe.write_bytes(b"0" * 4096)
         probe.unlink()
     except OSError as e:
-        raise RunFolderError(_unwritable(folder, e)) from None
+        raise RunFolderError(_unwritable(folder, e, what)) from None
 
 
-def _unwritable(path: Path, error: OSError) -> str:
+def probe_output(out: str | Path | None) -> None:
+    """For a verb's `--out` (a file or a new folder): prove the folder it goes into writable before
+    any work, so a read-only or full destination fails in seconds, not after the work."""
+    if out is not None:
+        probe_writable(Path(out).parent, what="Nothing was done")
+
+
+def _unwritable(path: Path, error: OSError, what: str = "Nothing was trained") -> str:
     reason = {errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
               errno.ENOSPC: "the disk is full", errno.ENOTDIR: "a part of the path is a file"}.get(error.errno, str(error))
-    return f"Cannot write to '{path}': {reason}. Nothing was trained; choose another --out (a writable folder)."
+    return f"Cannot write to '{path}': {reason}. {what}; choose another --out (a writable folder)."
 
 
 class RunWriter:
@@ -280,6 +287,47 @@ def read_history(path: Path) -> list[dict]:
     if not file.exists():
         return []
     return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+
+
+def recover(partial: str | Path) -> Path:
+    """Finish a run whose commit failed: move its complete `.NAME.partial` folder to NAME.
+
+    Only a partial folder that is a whole run (every required file, and a manifest whose checksums
+    match) is moved, and only onto a missing or empty NAME; anything else is a RunFolderError saying
+    what is missing and what to do (a checkpointed run is continued with `train --resume`)."""
+    partial = Path(partial)
+    if not partial.name.startswith("."):  # the run's final name given: look for its partial folder
+        partial = RunWriter.partial_path(partial)
+    if not (partial.name.endswith(".partial") and partial.is_dir()):
+        raise RunFolderError(f"'{partial}' is not an unfinished run folder (.NAME.partial); `damoxing runs` lists those it finds.")
+    final = partial.parent / partial.name[1 : -len(".partial")]
+    if not is_run(partial):
+        missing = [f for f in REQUIRED if not (partial / f).exists()] + ([] if model_format(partial) else ["the model file"])
+        if (partial / "checkpoints").is_dir():
+            raise RunFolderError(f"'{partial}' stopped during training and lacks {', '.join(missing)}; continue it with "
+                                 f"`damoxing train --resume {final}`.")
+        raise RunFolderError(f"'{partial}' lacks {', '.join(missing)}: its run stopped before all of it was written, so it "
+                             "cannot be finished from what is there. Train the config again (the folder is left as it is).")
+    with _verifying():
+        verify_run(partial)
+    if final.exists() and (not final.is_dir() or any(final.iterdir())):
+        raise RunFolderError(f"'{final}' already exists and is not empty; the complete run stays in '{partial}'. "
+                             "Move it to a new name by hand.")
+    try:
+        os.replace(partial, final)
+    except OSError as e:
+        raise RunFolderError(_unwritable(final, e).replace("Nothing was trained; choose another --out (a writable folder).",
+                                                          f"The run stays complete in '{partial}'.")) from None
+    return final
+
+
+@contextlib.contextmanager
+def _verifying():
+    token = _VERIFY.set(True)
+    try:
+        yield
+    finally:
+        _VERIFY.reset(token)
 
 
 def resume_paths(run: str | Path) -> tuple[Path, Path]:

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
+from damoxing.core.console import warn
 from damoxing.core.errors import UserError
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter value
@@ -123,8 +124,11 @@ def _log_run(run: Path, uri: str, experiment: str) -> str:
 # --------------------------------------------------------------------------- damoxing runs
 
 
-def list_runs(root: str | Path = "runs") -> list[dict[str, Any]]:
-    """One summary row per run folder under `root` (found at any depth; hidden folders skipped)."""
+def list_runs(root: str | Path = "runs", skipped: Optional[list[str]] = None) -> list[dict[str, Any]]:
+    """One summary row per run folder under `root` (found at any depth; hidden folders skipped).
+
+    A run whose manifest.json or metrics.json cannot be read is left out of the rows; its path and
+    why are appended to `skipped` when given, so the caller can say so."""
     from damoxing.runs.folder import is_run
     from damoxing.tasks import headline_metric
 
@@ -143,8 +147,12 @@ def list_runs(root: str | Path = "runs") -> list[dict[str, Any]]:
         try:
             manifest = json.loads((folder / "manifest.json").read_text())
             metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
-        except (OSError, json.JSONDecodeError):
-            continue  # a damaged folder is left out of the table, not fatal to it
+        except (OSError, json.JSONDecodeError) as e:
+            if skipped is not None:  # the caller says so (damoxing runs: a note on stderr)
+                skipped.append(f"{folder} ({type(e).__name__}: {e})")
+            else:
+                warn(f"left out of the table: {folder} (its manifest.json or metrics.json cannot be read: {type(e).__name__})")
+            continue  # a damaged folder is left out of the table, not fatal to it, and said so
         task = manifest.get("task", "")
         name = headline_metric(task)
         split = "test" if name in (metrics.get("test") or {}) else "val"
@@ -182,3 +190,20 @@ def sort_runs(rows: list[dict], key: str) -> list[dict]:
 
         return sorted(present, key=goodness) + missing
     return sorted(present, key=lambda r: r[key], reverse=numeric) + missing
+
+
+def unfinished_runs(root: str | Path = "runs") -> list[dict[str, Any]]:
+    """Hidden `.NAME.partial` folders under `root`: runs still being written, interrupted (with a
+    checkpoint to --resume) or left by a failed write; each with its age and whether it can resume."""
+    import time
+
+    rows = []
+    for here, subfolders, _ in os.walk(root):
+        for name in sorted(subfolders):
+            if name.startswith(".") and name.endswith(".partial"):
+                folder = Path(here) / name
+                age = time.time() - folder.stat().st_mtime
+                rows.append({"path": str(folder), "final": str(Path(here) / name[1:-len(".partial")]),
+                             "age_hours": round(age / 3600, 2), "resumable": (folder / "checkpoints").exists()})
+        subfolders[:] = [d for d in subfolders if not d.startswith(".") and d not in SKIP_FOLDERS]
+    return rows

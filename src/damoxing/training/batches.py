@@ -42,6 +42,21 @@ def shard_order(order: torch.Tensor, rank: int, world: int) -> torch.Tensor:
     return order[rank::world]
 
 
+GROUP_BATCHES = 50  # length-grouped batches: each run of this many batches is sorted by text length
+
+
+def length_grouped(rows: torch.Tensor, lengths: torch.Tensor, batch: int) -> torch.Tensor:
+    """`rows` (a permutation) regrouped so each batch holds texts of about one length: every run of
+    GROUP_BATCHES batches is sorted by length, longest first (Hugging Face's LengthGroupedSampler).
+    The same rows, still in random runs; a function of `rows` alone, so a resumed epoch repeats it."""
+    group = batch * GROUP_BATCHES
+    parts = []
+    for chunk in rows.split(group):
+        keys = lengths[chunk.to(lengths.device)].to(chunk.device)
+        parts.append(chunk[torch.argsort(keys, descending=True, stable=True)])
+    return torch.cat(parts) if parts else rows
+
+
 class ImageAugment:
     """Random crop with zero padding and random horizontal flip of a (B, C, H, W) batch, on its device.
 
@@ -86,8 +101,9 @@ class TrainBatches(ABC):
     path = "resident"
 
     def __init__(self, x: torch.Tensor, y: Optional[torch.Tensor], config: TrainConfig, device: torch.device,
-                 rank: int = 0, world: int = 1, channels_last: bool = False):
+                 rank: int = 0, world: int = 1, channels_last: bool = False, lengths: Optional[torch.Tensor] = None):
         self.n, self.device, self.rank, self.world = x.shape[0], device, rank, world
+        self.lengths = lengths  # (N,) real tokens per text: batches grouped by length (length_grouped)
         self.local_batch = math.ceil(config.batch_size / world)
         self.rows_per_rank = math.ceil(self.n / world)
         self.channels_last = channels_last
@@ -107,7 +123,10 @@ class TrainBatches(ABC):
 
     def batches(self, order: torch.Tensor, start: int = 0) -> Iterator[tuple[torch.Tensor, Optional[torch.Tensor]]]:
         """(x, y) batches on the device for this process's rows of `order`, from batch `start` on."""
-        rows = shard_order(order, self.rank, self.world)[start * self.local_batch :]
+        rows = shard_order(order, self.rank, self.world)
+        if self.lengths is not None:
+            rows = length_grouped(rows, self.lengths, self.local_batch)
+        rows = rows[start * self.local_batch :]
         if self.augment is None and not self.channels_last:
             return self._gather(rows)  # nothing to add: no generator layered on top (it costs per step)
         return self._transformed(self._gather(rows))
@@ -140,8 +159,8 @@ class ResidentBatches(TrainBatches):
 
     path = "resident"
 
-    def __init__(self, x, y, config, device, rank=0, world=1, channels_last=False):
-        super().__init__(x, y, config, device, rank, world, channels_last)
+    def __init__(self, x, y, config, device, rank=0, world=1, channels_last=False, lengths=None):
+        super().__init__(x, y, config, device, rank, world, channels_last, lengths)
         self.x = x.to(device)
         self.y = None if y is None else y.to(device)
 
@@ -185,8 +204,8 @@ class StreamedBatches(TrainBatches):
 
     path = "streamed"
 
-    def __init__(self, x, y, config, device, rank=0, world=1, channels_last=False):
-        super().__init__(x, y, config, device, rank, world, channels_last)
+    def __init__(self, x, y, config, device, rank=0, world=1, channels_last=False, lengths=None):
+        super().__init__(x, y, config, device, rank, world, channels_last, lengths)
         self.order_device = torch.device("cpu")
         self.workers = config.loader.workers if config.loader.workers is not None else min(4, os.cpu_count() or 1)
         self.sampler = _EpochBatchSampler()
@@ -243,9 +262,9 @@ def choose_path(config: TrainConfig, nbytes: int, device: torch.device) -> tuple
 
 
 def make_batches(x: torch.Tensor, y: Optional[torch.Tensor], path: str, config: TrainConfig, device: torch.device,
-                 rank: int = 0, world: int = 1, channels_last: bool = False) -> TrainBatches:
+                 rank: int = 0, world: int = 1, channels_last: bool = False, lengths: Optional[torch.Tensor] = None) -> TrainBatches:
     cls = ResidentBatches if path == "resident" else StreamedBatches
-    return cls(x, y, config, device, rank, world, channels_last)
+    return cls(x, y, config, device, rank, world, channels_last, lengths)
 
 
 def _size(nbytes: float) -> str:

@@ -43,7 +43,7 @@ import torch
 from damoxing.config import TrainConfig
 from damoxing.core.console import note
 from damoxing.core.errors import ConfigError
-from damoxing.models.protocols import GroupsParameters, OwnsUpdate
+from damoxing.models.protocols import CutsPadding, GroupsParameters, OwnsUpdate, TrainsOnFeatures
 from damoxing.models.runtime import autocast_context
 from damoxing.training import distributed as dist
 from damoxing.training.batches import (
@@ -139,11 +139,12 @@ def fit(
     ctx = dist.current()
     torch.manual_seed(config.seed + ctx.rank)  # dropout differs per process; rank 0 matches a single process
     configure_cuda(config, device)
+    model, train, val = on_features(model, train, val, config, device)
     channels_last = use_channels_last(model, train.x, config, device)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    batches, val = place_data(train, val, config, device, ctx, channels_last)
+    batches, val = place_data(train, val, config, device, ctx, channels_last, text_lengths(model, train))
     n_params = sum(p.numel() for p in model.parameters())
     strategy = dist.choose_strategy(config.distributed, n_params, config.fsdp_min_params) if ctx.active else "single"
     dist.require_supported(strategy, config.l1, config.l2)
@@ -241,12 +242,38 @@ def fit(
     return result
 
 
+def on_features(model: torch.nn.Module, train: Split, val: Optional[Split], config: TrainConfig,
+                device: torch.device) -> tuple[torch.nn.Module, Split, Optional[Split]]:
+    """A frozen encoder under a head (TrainsOnFeatures) runs once: each split becomes its features
+    and the head alone trains on them (its parameters are the model's, so the model ends trained).
+    Anything else is returned as it is."""
+    head = model.frozen_head() if isinstance(model, TrainsOnFeatures) else None
+    if head is None:
+        return model, train, val
+    started = time.perf_counter()
+    model.to(device)
+    train = Split(model.features(train.x, config.eval_batch_size), train.y)
+    if val is not None:
+        val = Split(model.features(val.x, config.eval_batch_size), val.y)
+    rows = len(train) + (len(val) if val is not None else 0)
+    note(f"frozen encoder: features of {rows:,} rows computed once in {time.perf_counter() - started:.1f} s; the head trains on them")
+    return head, train, val
+
+
+def text_lengths(model: torch.nn.Module, train: Split) -> Optional[torch.Tensor]:
+    """Real tokens per training text when the model cuts each batch to its longest (CutsPadding):
+    the batches are then grouped by length. None for anything else."""
+    if not isinstance(model, CutsPadding) or model.pad_id is None or train.x.dim() != 2 or train.x.is_floating_point():
+        return None
+    return (train.x != model.pad_id).sum(1)
+
+
 def place_data(train: Split, val: Optional[Split], config: TrainConfig, device: torch.device, ctx,
-               channels_last: bool) -> tuple[TrainBatches, Optional[Split]]:
+               channels_last: bool, lengths: Optional[torch.Tensor] = None) -> tuple[TrainBatches, Optional[Split]]:
     """The training batches, resident on the device or streamed (chosen by size), and the
     validation split: on the device unless it alone would not fit (the tasks then move batches)."""
     path, why = choose_path(config, train.nbytes + (val.nbytes if val is not None else 0), device)
-    batches = make_batches(train.x, train.y, path, config, device, ctx.rank, ctx.world, channels_last)
+    batches = make_batches(train.x, train.y, path, config, device, ctx.rank, ctx.world, channels_last, lengths)
     if val is not None and len(val):
         val = val.to(device) if path == "resident" or fits_on_device(val.nbytes, device) else val
     else:

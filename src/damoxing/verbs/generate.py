@@ -28,6 +28,11 @@ def generate(run: str | Path, *, prompt: str = "", max_new_tokens: int = 100, te
         return generate_images(run, n=n, seed=0 if seed is None else seed, out=out, interpolate=interpolate)
     predictor = load(run)
     if predictor.task_name == "language_modeling":
+        ignored = [name for name, given in (("--out", out is not None), ("--n", n != 64), ("--interpolate", interpolate)) if given]
+        if ignored:  # image options a language model would silently ignore
+            raise UserError(f"{', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} for image generators (vae, gan); "
+                            f"'{predictor.path}' is a language model, which continues --prompt and prints the text. "
+                            "Leave them out, or redirect the output to a file.")
         return generate_text(predictor, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                              top_p=top_p, seed=seed, on_text=on_text)
     raise UserError(f"'{predictor.path}' is a {predictor.task_name} run ({predictor.config.model.type} on {predictor.schema.kind} data); "

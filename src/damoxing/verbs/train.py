@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -423,9 +424,12 @@ def write_run_report(folder: Path, final_path: Path) -> None:
     """report.html into a run folder; a failing plot must never lose the trained run."""
     from damoxing.report.html import write_report
 
+    writing = folder / ".report.html.writing"  # a full disk must not leave a truncated report.html
     try:
-        write_report(folder, folder / "report.html", run_name=final_path.name)
+        write_report(folder, writing, run_name=final_path.name)
+        os.replace(writing, folder / "report.html")
     except Exception as e:  # noqa: BLE001 - the run is complete without its report
+        writing.unlink(missing_ok=True)
         warn(f"could not write report.html ({type(e).__name__}: {e}); `damoxing report {final_path}` retries it.")
 
 

@@ -81,4 +81,7 @@ def has_column(path: Path, column: str | None) -> bool:
         import pyarrow.parquet as pq
 
         return column in pq.read_schema(path).names
-    return column in pd.read_csv(path, nrows=0).columns
+    try:
+        return column in pd.read_csv(path, nrows=0).columns
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
+        return False  # read_csv, when the file is read in full, says what is wrong with it
