@@ -47,7 +47,9 @@ def test_every_trial_is_a_run_scored_on_validation_only(study):
         metrics = json.loads((run / "metrics.json").read_text())
         assert "test" not in metrics and "val" in metrics  # the test split stays unseen by every trial
         assert not (run / "report.html").exists()
-        assert yaml.safe_load((run / "config.yaml").read_text())["train"]["seed"] == row["number"]
+        saved = yaml.safe_load((run / "config.yaml").read_text())
+        assert saved["train"]["seed"] == row["number"]
+        assert row["params"]["model.hidden"] in ([8], [32]) and saved["model"]["hidden"] == row["params"]["model.hidden"]
     assert result.test["split"] == "test" and "accuracy" in result.test["metrics"]  # scored once, for the best
     assert (folder / "study" / "tune.html").read_text().count("<tr>") >= 5
     saved = json.loads((folder / "study" / "tune.json").read_text())

@@ -170,7 +170,7 @@ def trial_row(trial) -> dict:
 
     duration = trial.duration.total_seconds() if trial.duration is not None else None
     return {"number": trial.number, "state": optuna.trial.TrialState(trial.state).name.lower(),
-            "values": trial.values, "params": dict(trial.params), "seconds": duration,
+            "values": trial.values, "params": trial.user_attrs.get("values", dict(trial.params)), "seconds": duration,
             "run": trial.user_attrs.get("run"), "epochs": trial.user_attrs.get("epochs"),
             "reason": trial.user_attrs.get("reason"), "flops_per_sample": trial.user_attrs.get("flops_per_sample")}
 

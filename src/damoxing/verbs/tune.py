@@ -128,6 +128,7 @@ def _objective(spec: dict, cfg, folder: Path):
         values = T.sample(trial, cfg.tune)
         out = folder / f"trial-{trial.number}"
         trial.set_user_attr("run", str(out))
+        trial.set_user_attr("values", values)  # the chosen values (optuna stores a list choice as its index)
 
         def report(record: dict) -> None:
             value = record.get(metrics[0])
