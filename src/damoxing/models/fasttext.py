@@ -65,9 +65,12 @@ class FastText(nn.Module):
         real = (x != self.pad_id).unsqueeze(-1).float()  # (B, T, 1)
         total = (self.tokens(x) * real).sum(1)
         count = real.sum(1)
-        if self.pairs is not None and x.shape[1] > 1:
-            both = real[:, 1:] * real[:, :-1]  # (B, T-1, 1): both tokens of the pair are real
-            ids = torch.remainder(x[:, :-1] * PAIR_PRIME + x[:, 1:], self.pairs.num_embeddings)
+        if self.pairs is not None:  # with one column the pairs are empty and add nothing (no branch on the length: exportable)
+            # each token with the next one (rolled, the last position masked): no slices of the length
+            # axis, whose contiguity checks would pin an exported graph's length
+            not_last = (torch.arange(x.shape[1], device=x.device) < x.shape[1] - 1).view(1, -1, 1)
+            both = real * torch.roll(real, -1, 1) * not_last  # (B, T, 1): both tokens of the pair are real
+            ids = torch.remainder(x * PAIR_PRIME + torch.roll(x, -1, 1), self.pairs.num_embeddings)
             total = total + (self.pairs(ids) * both).sum(1)
             count = count + both.sum(1)
         return total / count.clamp_min(1.0)

@@ -74,6 +74,7 @@ class PretrainedModelConfig(ModelConfigBase):
 class PretrainedModel(nn.Module):
     config_class = PretrainedModelConfig
     input_kinds = frozenset({"text", "corpus"})
+    cut_padding = True  # dynamic padding on the CPU (see `trimmed`); explain switches it off
 
     def __init__(self, config: PretrainedModelConfig, backbone: nn.Module, n_outputs: Optional[int], pad_id: Optional[int],
                  model_type: str, is_language_model: bool):
@@ -160,7 +161,7 @@ class PretrainedModel(nn.Module):
         """(B, T) token ids -> (B, n_outputs), or (B, T, vocab) next-token logits for a language model."""
         if self.is_language_model:
             return self.backbone(input_ids=x, use_cache=False).logits
-        if self.head is not None and x.shape[0] > SORTED_ROWS and self._cuts(x):
+        if self.head is not None and self._cuts(x) and x.shape[0] > SORTED_ROWS:  # _cuts first: no guard on an exported batch axis
             return self.head(self.features(x, SORTED_ROWS))  # many rows to predict: in length-sorted batches
         x = self.trimmed(x)
         real = self._real_tokens(x)
@@ -181,7 +182,7 @@ class PretrainedModel(nn.Module):
 
     def _cuts(self, x: torch.Tensor) -> bool:
         """Whether batches of x may be cut or regrouped by length (see `trimmed`)."""
-        if self.pad_id is None or self.is_language_model or x.device.type != "cpu" or x.dim() != 2:
+        if not self.cut_padding or self.pad_id is None or self.is_language_model or x.device.type != "cpu" or x.dim() != 2:
             return False
         if not self.training and torch.is_grad_enabled():
             return False

@@ -160,6 +160,7 @@ class TrainsOnFeatures(Protocol):
 @runtime_checkable
 class CutsPadding(Protocol):
     pad_id: Optional[int]
+    cut_padding: bool  # False keeps every batch at its full length (explain's attributions need it)
 
     def trimmed(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T) right-padded ids -> (B, T') with T' the batch's longest text (or x itself where it does not cut)."""

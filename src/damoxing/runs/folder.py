@@ -91,6 +91,7 @@ def probe_writable(folder: str | Path, what: str = "Nothing was trained") -> Non
     """Write and remove a small file in `folder` (made if missing): a clear error now instead of
     after the work, when the destination is read-only, full or not a folder."""
     folder = Path(folder)
+    created = [p for p in [folder, *folder.parents] if not p.exists()]  # deepest first; removed again after the probe
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".damoxing-probe-{os.getpid()}"
@@ -98,6 +99,10 @@ def probe_writable(folder: str | Path, what: str = "Nothing was trained") -> Non
         probe.unlink()
     except OSError as e:
         raise RunFolderError(_unwritable(folder, e, what)) from None
+    finally:
+        for made in created:  # a probe leaves nothing behind: a verb that fails later wrote nothing
+            with contextlib.suppress(OSError):
+                made.rmdir()
 
 
 def probe_output(out: str | Path | None) -> None:

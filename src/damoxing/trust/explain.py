@@ -273,6 +273,10 @@ def _text(explainer: Explainer, model, ids: torch.Tensor, target: torch.Tensor, 
     """Token attributions (N, T) on the embedding layer, the path start's output (N,), whether there is a delta, steps."""
     from captum.attr import FeatureAblation, LayerIntegratedGradients
 
+    from damoxing.models.protocols import CutsPadding
+
+    if isinstance(model, CutsPadding):  # attributions swap in embeddings of the full length: no dynamic padding
+        model.cut_padding = False
     base_ids = text_baseline(ids, explainer.extra["pad_id"], explainer.extra["special_ids"])
     layer = explainer.embedding(model)
     start = path_start(model, layer, ids, base_ids, target)
