@@ -116,6 +116,24 @@ class StopTraining(Exception):
         self.reason = reason
 
 
+def place(model, train: Split, val: Optional[Split], config: TrainConfig, device, ctx):
+    """The model and the data on the device, and the model wrapped for several processes:
+    (model, module to train, module to evaluate, train, val, batches, strategy)."""
+    configure_cuda(config, device)
+    model, train, val = on_features(model, train, val, config, device)
+    channels_last = use_channels_last(model, train.x, config, device)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    batches, val = place_data(train, val, config, device, ctx, channels_last, text_lengths(model, train))
+    n_params = sum(p.numel() for p in model.parameters())
+    strategy = dist.choose_strategy(config.distributed, n_params, config.fsdp_min_params) if ctx.active else "single"
+    dist.require_supported(strategy, config.l1, config.l2)
+    module = dist.wrap_model(model, strategy, device, ctx)  # the model itself with one process
+    eval_module = module if strategy == "fsdp" else model  # FSDP's forward gathers shards: every process runs it
+    return model, module, eval_module, train, val, batches, strategy
+
+
 def fit(
     model: torch.nn.Module,
     train: Split,
@@ -138,18 +156,7 @@ def fit(
     # -- the model and the data on the device; with several processes, DDP or FSDP around the model
     ctx = dist.current()
     torch.manual_seed(config.seed + ctx.rank)  # dropout differs per process; rank 0 matches a single process
-    configure_cuda(config, device)
-    model, train, val = on_features(model, train, val, config, device)
-    channels_last = use_channels_last(model, train.x, config, device)
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    batches, val = place_data(train, val, config, device, ctx, channels_last, text_lengths(model, train))
-    n_params = sum(p.numel() for p in model.parameters())
-    strategy = dist.choose_strategy(config.distributed, n_params, config.fsdp_min_params) if ctx.active else "single"
-    dist.require_supported(strategy, config.l1, config.l2)
-    module = dist.wrap_model(model, strategy, device, ctx)  # the model itself with one process
-    eval_module = module if strategy == "fsdp" else model  # FSDP's forward gathers shards: every process runs it
+    model, module, eval_module, train, val, batches, strategy = place(model, train, val, config, device, ctx)
 
     # -- optimizers, learning rates and the step function, chosen once; the state, fresh or resumed
     monitor = config.monitor if val is not None else "train_loss"

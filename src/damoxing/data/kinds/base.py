@@ -17,6 +17,7 @@ split) live here, beside the registry their kinds dispatch through.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional
@@ -29,28 +30,28 @@ from damoxing.data.schema import DataSchema, ModelNeeds
 from damoxing.data.targets import LabelEncoder, Targets, TargetScaler
 
 
-class DataKind:
+class DataKind(ABC):
     """The surface every data kind has; a kind keeps no state (one instance serves every run)."""
 
     name: ClassVar[str]
     codec: ClassVar[Any]  # the fitted input transform's class: fit on train, transform, to_dict / from_dict
 
+    @abstractmethod
     def prepare(self, raw: RawData, config, needs: ModelNeeds, base_dir: Optional[Path]) -> "PreparedData":
         """Raw data -> model-ready arrays of every split, with everything fitted on the training split."""
-        raise NotImplementedError
 
     def transform_inputs(self, preprocessing: "Preprocessing", data: Any) -> np.ndarray:
         """Raw prediction inputs (as a user passes them to `predict`) -> model inputs."""
         return preprocessing.inputs.transform(data)
 
+    @abstractmethod
     def read_inputs(self, path: Path, target: Optional[str]) -> tuple[Any, Optional[np.ndarray]]:
         """A file of prediction inputs (it exists) -> (raw inputs for transform_inputs, targets or None)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def saved_rows(self, raw: RawData, config, preprocessing: "Preprocessing") -> tuple[Any, Optional[np.ndarray]]:
         """Every row `prepare` kept, in its order, from the source read again for a saved run (saved.py):
         (inputs for preprocessing.inputs.transform, target values or None), so saved split indices name the same rows."""
-        raise NotImplementedError
 
     def codec_from_dict(self, d: dict[str, Any], folder: Optional[Path]) -> Any:
         """The fitted input codec from its saved description (`folder`: the run folder, for its files)."""
