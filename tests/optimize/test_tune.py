@@ -179,7 +179,7 @@ def test_a_diverging_trial_is_recorded_failed_and_the_study_goes_on(tmp_path):
     raw["train"]["optimizer"] = {"name": "sgd", "lr": 0.05, "momentum": 0.9}
     config.write_text(yaml.safe_dump(raw))
     result = tune(config, out=tmp_path / "study")
-    by_choice = {t["params"]["train.optimizer.lr"]: t for t in result.trials}  # categorical params are choice indexes
-    assert by_choice[0]["state"] == "fail" and "loss became" in by_choice[0]["reason"]
-    assert by_choice[1]["state"] == "complete"
-    assert result.best[0]["params"]["train.optimizer.lr"] == 1
+    by_choice = {t["params"]["train.optimizer.lr"]: t for t in result.trials}  # the chosen values, not choice indexes
+    assert by_choice[1.0e12]["state"] == "fail" and "loss became" in by_choice[1.0e12]["reason"]
+    assert by_choice[0.05]["state"] == "complete"
+    assert result.best[0]["params"]["train.optimizer.lr"] == 0.05
