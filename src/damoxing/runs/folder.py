@@ -214,13 +214,17 @@ def set_verify(enabled: bool) -> None:
 
 
 @contextlib.contextmanager
-def no_verify():
-    """Load runs without checking their checksums inside this block (the Python API's --no-verify)."""
-    token = _VERIFY.set(False)
+def _verification(enabled: bool):
+    token = _VERIFY.set(enabled)
     try:
         yield
     finally:
         _VERIFY.reset(token)
+
+
+def no_verify():
+    """Load runs without checking their checksums inside this block (the Python API's --no-verify)."""
+    return _verification(False)
 
 
 def verify_run(path: str | Path) -> None:
@@ -313,7 +317,7 @@ def recover(partial: str | Path) -> Path:
                                  f"`damoxing train --resume {final}`.")
         raise RunFolderError(f"'{partial}' lacks {', '.join(missing)}: its run stopped before all of it was written, so it "
                              "cannot be finished from what is there. Train the config again (the folder is left as it is).")
-    with _verifying():
+    with _verification(True):
         verify_run(partial)
     if final.exists() and (not final.is_dir() or any(final.iterdir())):
         raise RunFolderError(f"'{final}' already exists and is not empty; the complete run stays in '{partial}'. "
@@ -324,15 +328,6 @@ def recover(partial: str | Path) -> Path:
         raise RunFolderError(_unwritable(final, e).replace("Nothing was trained; choose another --out (a writable folder).",
                                                           f"The run stays complete in '{partial}'.")) from None
     return final
-
-
-@contextlib.contextmanager
-def _verifying():
-    token = _VERIFY.set(True)
-    try:
-        yield
-    finally:
-        _VERIFY.reset(token)
 
 
 def resume_paths(run: str | Path) -> tuple[Path, Path]:
