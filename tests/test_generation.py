@@ -141,18 +141,18 @@ def test_a_classification_task_with_a_generative_model_is_refused(cli, tmp_path)
     assert result.code == 2 and "does 'generation'" in result.err
 
 
-def test_a_vae_models_a_table_without_its_label_column(tmp_path, cli):
+def test_a_vae_models_a_table_with_its_label_column(tmp_path, cli):
     from damoxing.api import train
 
     config = {"name": "t", "data": {"source": "builtin:iris"}, "model": {"type": "vae", "size": "tiny"},
               "train": {"epochs": 3, "batch_size": 16, "optimizer": {"name": "adam", "lr": 0.01}}}
     run = train(config, out=tmp_path / "run", quiet=True)
     schema = json.loads((run.path / "preprocessing.json").read_text())["schema"]
-    assert schema["input_shape"] == [4] and schema["task"] == "generation"  # the 4 measurements; not the species
+    assert schema["input_shape"] == [8] and schema["task"] == "generation"  # the 4 measurements and the species one-hot (3 + <other>)
     assert run.metrics["test"]["loss"] < run.metrics["baseline"]["test"]["loss"]
     assert not (run.path / "samples.png").exists()  # grids are for images
     result = cli("generate", run.path, "--out", tmp_path / "x.png")
-    assert result.code == 2 and "writes images" in result.err
+    assert result.code == 2 and "must end in .csv or .parquet" in result.err
 
 
 @pytest.mark.slow

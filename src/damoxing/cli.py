@@ -164,18 +164,20 @@ def generate(
     top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample only among the k most likely tokens."),
     top_p: Optional[float] = typer.Option(None, "--top-p", help="Sample only among the most likely tokens that hold this much probability (nucleus)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed: the same seed gives the same text or images."),
-    n: int = typer.Option(64, "--n", help="vae/gan: how many images."),
-    out: Optional[Path] = typer.Option(None, "--out", help="vae/gan: FILE.png (a grid of images) or FILE.npz (arrays, key 'images')."),
+    n: Optional[int] = typer.Option(None, "--n", help="vae/gan: how many images (default 64) or table rows (default: as many as the training split)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="vae/gan: FILE.png (a grid of images) or FILE.npz (arrays, key 'images'); on a table FILE.csv or FILE.parquet (FILE.quality.json is written beside it)."),
     interpolate: bool = typer.Option(False, "--interpolate", help="vae: n images along a line between two latent points."),
+    target: Optional[str] = typer.Option(None, "--target", help="Table rows: the label column for the train-synthetic-test-real check (default: data.target, else label/target/y/class)."),
 ) -> None:
     """Generate with a saved run: a language model continues --prompt (streaming the text as it is made);
-    a vae or gan draws --n new images into --out."""
+    a vae or gan draws --n new images into --out, or, trained on a table, --n new rows in the table's
+    own columns with a fidelity, privacy and utility report."""
     _probe_out(out)
     from damoxing.verbs.generate import generate as generate_run
     from damoxing.verbs.generate import run_task
 
     if run_task(run) == "generation":
-        typer.echo(str(generate_run(run, n=n, out=out, seed=seed, interpolate=interpolate)))
+        typer.echo(str(generate_run(run, n=n, out=out, seed=seed, interpolate=interpolate, target=target)))
         return
 
     echoed = False  # the prompt is echoed once the run is known to generate, so an error leaves stdout empty

@@ -138,10 +138,12 @@ def test_a_table_sequence_names_a_missing_feature(files):
         prepare(config(files / "numbers.csv", "rnn", features=["s1", "s9"]))
 
 
-def test_a_table_for_a_generative_model_leaves_a_label_like_column_out():
-    data = prepare(config("builtin:iris", "vae"))
-    assert data.task == "generation" and "label" not in data.preprocessing.feature_columns
-    assert len(data.preprocessing.feature_columns) == 4 and data.preprocessing.target is None
+def test_a_table_for_a_generative_model_models_every_column_label_included():
+    data = prepare(config("builtin:iris", "vae"))  # synthetic rows stand in for the whole table
+    assert data.task == "generation" and data.preprocessing.target is None
+    assert len(data.preprocessing.feature_columns) == 5 and data.preprocessing.feature_columns[-1] in ("label", "target")
+    data = prepare(config("builtin:iris", "vae", exclude=[data.preprocessing.feature_columns[-1]]))
+    assert len(data.preprocessing.feature_columns) == 4
 
 
 # ------------------------------------------------------------------------------ prediction inputs

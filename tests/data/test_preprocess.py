@@ -109,6 +109,71 @@ def test_tabular_json_roundtrip_identical(frame):
         assert again.feature_names_out_ == pre.feature_names_out_
 
 
+def mixed_table(n: int = 400, seed: int = 0) -> pd.DataFrame:
+    """Numbers with missing values, whole numbers, categories (one rare), bools and dates."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({
+        "height": rng.normal(170, 10, n), "age": rng.integers(18, 91, n),
+        "city": rng.choice(["paris", "rome", "oslo"], n), "member": rng.random(n) < 0.3,
+        "code": rng.choice([1, 2, 3], n),  # numbers read as categories
+        "joined": (pd.Timestamp("2020-01-01") + pd.to_timedelta(rng.integers(0, 900, n), unit="D")).strftime("%d/%m/%Y"),
+    })
+    frame.loc[rng.random(n) < 0.2, "height"] = np.nan
+    frame.loc[rng.random(n) < 0.1, "city"] = None
+    frame.loc[0, "city"] = "rare"
+    return frame
+
+
+def fit_mixed(frame: pd.DataFrame, **options) -> TabularPreprocessor:
+    return TabularPreprocessor(min_category_count=2, **options).fit(
+        frame, list(frame.columns), kinds={"code": "categorical", "joined": "date"}, date_formats={"joined": "%d/%m/%Y"})
+
+
+@pytest.mark.parametrize("categorical", ["onehot", "ordinal"])
+def test_inverse_transform_gives_back_the_original_columns(categorical):
+    frame = mixed_table()
+    pre = roundtrip(fit_mixed(frame, categorical=categorical))  # the facts decoding needs survive the JSON
+    back = pre.inverse_transform(pre.transform(frame))
+    assert list(back.columns) == list(frame.columns) and back.isna().sum().sum() == 0  # no seed: no missing values
+    present = frame["height"].notna()
+    np.testing.assert_allclose(back["height"][present], frame["height"][present], rtol=1e-6)
+    assert back["age"].dtype == "Int64" and (back["age"] == frame["age"]).all()
+    city = frame["city"].where(frame["city"] != "rare", "<other>").fillna(pre.columns_[2]["impute"])
+    assert (back["city"] == city).all()  # the rare value went into the bucket, so it comes back as the bucket
+    assert back["member"].tolist() == frame["member"].tolist() and back["code"].tolist() == frame["code"].tolist()
+    assert (back["joined"] == frame["joined"]).all()  # dates put back together, in their own format
+
+
+def test_inverse_transform_clips_rounds_and_keeps_missing_rates():
+    frame = mixed_table(2000)
+    pre = fit_mixed(frame)
+    x = pre.transform(frame)
+    x[:, 1] *= 5  # ages far outside the training range
+    back = pre.inverse_transform(x, seed=0)
+    assert back["age"].min() >= 18 and back["age"].max() <= 90  # clipped to the range seen in training
+    assert abs(back["height"].isna().mean() - frame["height"].isna().mean()) < 0.03
+    assert abs(back["city"].isna().mean() - frame["city"].isna().mean()) < 0.03
+    assert back["age"].isna().sum() == 0  # a column without missing values stays without
+    with pytest.raises(DataError, match="rows of"):
+        pre.inverse_transform(x[:, :3])
+
+
+def test_inverse_transform_never_invents_the_bucket_without_rare_values():
+    frame = pd.DataFrame({"c": ["a", "b"] * 10})
+    pre = TabularPreprocessor().fit(frame, ["c"])
+    x = np.array([[0.1, 0.2, 5.0]])  # the <other> column largest
+    assert pre.inverse_transform(x)["c"].tolist() == ["b"]
+
+
+def test_inverse_transform_of_preprocessing_saved_without_the_facts():
+    frame = pd.DataFrame({"n": [1.0, 2.0, 4.0, np.nan]})
+    saved = TabularPreprocessor().fit(frame, ["n"]).to_dict()
+    for key in ("missing", "min", "max", "integer"):
+        del saved["columns_"][0][key]
+    back = TabularPreprocessor.from_dict(saved).inverse_transform(np.array([[10.0]]), seed=0)
+    assert back["n"].tolist() == pytest.approx([10 * saved["columns_"][0]["scale"] + saved["columns_"][0]["offset"]])
+
+
 def test_fitted_on_train_only():
     raw = load_source("builtin:diabetes")
     train = raw.frame.iloc[:100]

@@ -99,7 +99,7 @@ class TabularPreprocessor:
             impute = ranked[0][0] if ranked else OTHER
             kept = sorted(k for k, n in ranked[: self.max_categories] if n >= self.min_category_count)
             return {"name": name, "kind": "categorical", "impute": impute, "categories": kept,
-                    "bucket": OTHER, "other": len(ranked) - len(kept)}
+                    "bucket": OTHER, "other": len(ranked) - len(kept), **_category_facts(values)}
         if kind == "numeric" and is_text_values(values):
             return {**self._fit_numbers(pd.to_numeric(values.astype(object), errors="coerce"), name), "coerce": True}
         if kind == "numeric" and pd.api.types.is_bool_dtype(values.dtype):
@@ -115,7 +115,7 @@ class TabularPreprocessor:
     def _fit_numbers(self, values: pd.Series, name: str) -> dict[str, Any]:
         x = _as_float(values, name)
         impute, offset, scale = self._fit_scale(x)
-        return {"name": name, "kind": "numeric", "impute": impute, "offset": offset, "scale": scale}
+        return {"name": name, "kind": "numeric", "impute": impute, "offset": offset, "scale": scale, **_number_facts(x)}
 
     def _fit_scale(self, x: np.ndarray) -> tuple[float, float, float]:
         """(impute, offset, scale) of one column of numbers (NaN = missing)."""
@@ -142,7 +142,8 @@ class TabularPreprocessor:
         parts = ["year", "month", "day_of_week", "day_of_year"] + (["hour"] if has_times(stamps) else [])
         fitted = [self._fit_scale(column) for column in date_parts(stamps, parts).T]
         return {"name": name, "kind": "date", "format": date_format, "parts": parts,
-                "impute": [f[0] for f in fitted], "offset": [f[1] for f in fitted], "scale": [f[2] for f in fitted]}
+                "impute": [f[0] for f in fitted], "offset": [f[1] for f in fitted], "scale": [f[2] for f in fitted],
+                "missing": _rate(stamps.isna().to_numpy())}
 
     def column_width(self, column: dict[str, Any]) -> int:
         """How many model inputs one fitted column becomes."""
@@ -217,6 +218,37 @@ class TabularPreprocessor:
             return np.zeros((len(frame), 0), dtype=np.float32)
         return np.hstack(blocks).astype(np.float32)
 
+    def inverse_transform(self, x: np.ndarray, seed: Optional[int] = None) -> pd.DataFrame:
+        """Model-space rows (N, F) -> a table in the original columns, the inverse of `transform`.
+
+        Numbers: scaling undone, clipped to the range seen in training, whole-number columns
+        rounded (and typed Int64); categories: the one-hot block's largest entry (ordinal: the
+        nearest code), decoded to the category ("<other>" for the bucket of rare values), typed back
+        to bool or numbers when the column held them; dates: year and day of year (and hour) put
+        back together, written in the column's own format. `seed` (not None): each column's values
+        are made missing at the rate its training rows had (independently of the other columns).
+        Preprocessing saved before these facts were recorded decodes without rounding, clipping or
+        missing values."""
+        if not hasattr(self, "columns_"):
+            raise RuntimeError("TabularPreprocessor.inverse_transform called before fit")
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != len(self.feature_names_out_):
+            raise DataError(f"inverse_transform needs rows of {len(self.feature_names_out_)} model inputs, got shape {x.shape}.")
+        rng = None if seed is None else np.random.default_rng(seed)
+        out, start = {}, 0
+        for col in self.columns_:
+            width = self.column_width(col)
+            block = x[:, start : start + width]
+            start += width
+            values = (_decode_date(block, col) if col["kind"] == "date"
+                      else _decode_number(block[:, 0], col) if col["kind"] == "numeric"
+                      else _decode_category(block, col, self.categorical))
+            rate = col.get("missing", 0.0)
+            if rng is not None and rate > 0:
+                values = values.mask(rng.random(len(values)) < rate)
+            out[col["name"]] = values
+        return pd.DataFrame(out)
+
     @staticmethod
     def _text_to_number(values: pd.Series, name: str) -> pd.Series:
         converted = pd.to_numeric(values.astype(object), errors="coerce")
@@ -262,6 +294,69 @@ def _as_text(values: pd.Series) -> pd.Series:
     """Non-missing values as str (1 -> '1', True -> 'True'); missing stays NaN."""
     obj = values.astype(object)
     return obj.where(obj.isna(), obj.map(str))
+
+
+def _rate(missing: np.ndarray) -> float:
+    return float(missing.mean()) if len(missing) else 0.0
+
+
+def _number_facts(x: np.ndarray) -> dict[str, Any]:
+    """What decoding needs of a numeric column's training values (NaN = missing): the missing rate,
+    the range, and whether every value is a whole number."""
+    present = x[~np.isnan(x)]
+    if len(present) == 0:
+        return {"missing": 1.0}
+    return {"missing": _rate(np.isnan(x)), "min": float(present.min()), "max": float(present.max()),
+            "integer": bool(np.all(present == np.round(present)))}
+
+
+def _category_facts(values: pd.Series) -> dict[str, Any]:
+    """A categorical column's missing rate and the type its values had (text, bool or number)."""
+    kind = ("bool" if pd.api.types.is_bool_dtype(values.dtype)
+            else "number" if pd.api.types.is_numeric_dtype(values.dtype) else "text")
+    return {"missing": _rate(values.isna().to_numpy()), "values": kind}
+
+
+def _decode_number(x: np.ndarray, col: dict[str, Any]) -> pd.Series:
+    x = x * col["scale"] + col["offset"]
+    if "min" in col:
+        x = np.clip(x, col["min"], col["max"])
+    if col.get("integer"):
+        return pd.Series(np.round(x)).astype("Int64")
+    return pd.Series(x)
+
+
+def _decode_category(block: np.ndarray, col: dict[str, Any], encoding: str) -> pd.Series:
+    cats = list(col["categories"])
+    lowest = 1 if cats and not col.get("other", 1) else 0  # the bucket only where training had rare values to put in it
+    if encoding == "ordinal":  # 0 = the bucket, 1..K = the kept categories
+        idx = np.clip(np.round(block[:, 0]), lowest, len(cats)).astype(int) - 1
+    else:
+        idx = block[:, : len(cats) + 1 - lowest].argmax(axis=1)
+        idx[idx == len(cats)] = -1
+    bucket = col.get("bucket", UNKNOWN)
+    text = np.array([cats[i] if i >= 0 else bucket for i in idx], dtype=object)
+    values = pd.Series(text, dtype=object)
+    kind = col.get("values", "text")
+    if kind == "bool":
+        return values.map({"True": True, "False": False}).astype(object)
+    if kind == "number":
+        numbers = pd.to_numeric(values, errors="coerce")  # the bucket has no number: missing
+        whole = numbers.dropna()
+        return numbers.astype("Int64") if len(whole) and bool((whole == whole.round()).all()) else numbers
+    return values
+
+
+def _decode_date(block: np.ndarray, col: dict[str, Any]) -> pd.Series:
+    parts = {p: block[:, i] * col["scale"][i] + col["offset"][i] for i, p in enumerate(col["parts"])}
+    year = np.clip(np.round(parts["year"]), 1678, 2261).astype(int)  # pandas' timestamp range
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    day = np.clip(np.round(parts["day_of_year"]), 1, 365 + leap).astype(int)
+    hour = np.clip(np.round(parts["hour"]), 0, 23).astype(int) if "hour" in parts else np.zeros(len(year), dtype=int)
+    stamps = (pd.to_datetime(pd.Series(year).astype(str), format="%Y")
+              + pd.to_timedelta(day - 1, unit="D") + pd.to_timedelta(hour, unit="h"))
+    fmt = col.get("format") or ("%Y-%m-%d %H:%M:%S" if "hour" in parts else "%Y-%m-%d")
+    return stamps.dt.strftime(fmt).astype(object)
 
 
 def _as_float(values: pd.Series, name: str) -> np.ndarray:

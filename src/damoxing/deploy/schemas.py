@@ -79,7 +79,7 @@ class GenerateRequest(BaseModel):
     top_k: Optional[int] = Field(None, ge=1)
     top_p: Optional[FiniteFloat] = Field(None, gt=0, le=1)
     seed: Optional[int] = Field(None, ge=0, le=2**63 - 1)
-    n: int = Field(16, ge=1, le=256, description="images (vae/gan)")
+    n: int = Field(16, ge=1, le=256, description="images or table rows (vae/gan)")
     stream: bool = Field(True, description="language models: server-sent events, one `data:` per piece of text")
 
 

@@ -333,7 +333,7 @@ def _generate_route(app, predictor) -> None:
 
     async def generate(body: schemas.GenerateRequest):
         if predictor.task_name == "generation":
-            return await asyncio.to_thread(_images, predictor, body, lock)
+            return await asyncio.to_thread(_samples, predictor, body, lock)
         from damoxing.inference.text import check_sampling
 
         try:
@@ -350,7 +350,7 @@ def _generate_route(app, predictor) -> None:
         return StreamingResponse(_events(pieces, warnings), media_type="text/event-stream")
 
     generate.__annotations__ = {"body": schemas.GenerateRequest}
-    app.post("/generate", summary="Language models: continue a prompt (server-sent events); vae/gan: images as a base64 PNG",
+    app.post("/generate", summary="Language models: continue a prompt (server-sent events); vae/gan: images as a base64 PNG, or table rows",
              responses={200: {"content": {"text/event-stream": {}}}})(generate)
 
 
@@ -405,10 +405,16 @@ def _events(pieces: "queue.Queue", warnings: list[str]):
         yield f"data: {json.dumps(item)}\n\n"
 
 
-def _images(predictor, body, lock) -> dict:
+def _samples(predictor, body, lock) -> dict:
+    """vae/gan: n images as one base64 PNG grid, or, trained on a table, n rows in its own columns."""
     from damoxing.inference.images import generate_images
 
     seed = 0 if body.seed is None else body.seed
+    if predictor.schema.kind == "table":
+        from damoxing.inference.tables import records, sample_rows
+
+        with lock:
+            return {"rows": records(sample_rows(predictor, body.n, seed)), "n": body.n, "seed": seed}
     with tempfile.TemporaryDirectory(prefix="damoxing-serve-") as folder, lock:
         file = generate_images(predictor.path, n=body.n, seed=seed, out=Path(folder) / "images.png")
         return {"png_base64": base64.b64encode(file.read_bytes()).decode("ascii"), "n": body.n, "seed": seed}

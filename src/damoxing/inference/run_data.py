@@ -61,3 +61,22 @@ def config_folder(config_source: str, recorded: str) -> Optional[Path]:
     if config_source.startswith("builtin:") or relative.is_absolute() or len(found.parts) <= n or found.parts[-n:] != relative.parts:
         return None
     return Path(*found.parts[:-n])
+
+
+def run_rows(predictor) -> dict:
+    """A table run's own rows in their original columns, before any preprocessing: split name ->
+    DataFrame of the run's feature columns (the rows its splits.npz names)."""
+    from damoxing.data.kinds.table import kept_rows
+    from damoxing.data.sources import load_source, resolve_path
+    from damoxing.runs.folder import read_json
+
+    config = predictor.config
+    manifest = read_json(predictor.path / "manifest.json")
+    source = resolve_path(config.data.source, _source_folder(config.data.source, manifest))
+    raw = load_source(source, config.data.target)
+    if raw.fingerprint != manifest.get("data", {}).get("fingerprint"):
+        warn(f"the data at {raw.source} changed since this run was trained (fingerprint differs); "
+             "its splits may not hold the rows the run was trained on.")
+    frame, _ = kept_rows(raw, predictor.preprocessing)
+    columns = predictor.preprocessing.feature_columns
+    return {split: frame.iloc[rows[rows < len(frame)]][columns].reset_index(drop=True) for split, rows in split_indices(predictor.path).items()}

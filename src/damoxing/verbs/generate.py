@@ -1,5 +1,6 @@
 """`damoxing generate RUN`: new data from a generative run. A language model continues a text
-prompt (inference/text.py); a vae or gan draws new images (inference/images.py)."""
+prompt (inference/text.py); a vae or gan draws new images (inference/images.py) or, trained on a
+table, new rows in the table's own columns with a quality report (inference/tables.py)."""
 
 from __future__ import annotations
 
@@ -18,17 +19,32 @@ def run_task(run: str | Path) -> str:
     return read_json(check_run(run) / "preprocessing.json")["schema"]["task"]
 
 
+def run_kind(run: str | Path) -> str:
+    """The data kind (table, image, ...) of a run folder, read from its preprocessing.json."""
+    return read_json(check_run(run) / "preprocessing.json")["schema"]["kind"]
+
+
 def generate(run: str | Path, *, prompt: str = "", max_new_tokens: int = 100, temperature: float = 1.0,
              top_k: Optional[int] = None, top_p: Optional[float] = None, seed: Optional[int] = None,
-             on_text: Optional[Callable[[str], Any]] = None, n: int = 64, out: str | Path | None = None,
-             interpolate: bool = False):
+             on_text: Optional[Callable[[str], Any]] = None, n: Optional[int] = None, out: str | Path | None = None,
+             interpolate: bool = False, target: Optional[str] = None):
     """New data from a saved run. Language models: the continuation of `prompt` (streamed to `on_text`
-    piece by piece). vae/gan: `n` images written to `out` (.png grid or .npz); returns the file's path."""
+    piece by piece). vae/gan on images: `n` images (default 64) written to `out` (.png grid or .npz);
+    vae/gan on a table: `n` rows (default: as many as the training split) written to `out` (.csv or
+    .parquet) with FILE.quality.json beside it (`target`: the label column of its utility check).
+    Returns the file's path."""
     if run_task(run) == "generation":
-        return generate_images(run, n=n, seed=0 if seed is None else seed, out=out, interpolate=interpolate)
+        if run_kind(run) == "table":
+            from damoxing.inference.tables import generate_rows
+
+            return generate_rows(load(run), n=n, seed=0 if seed is None else seed, out=out, target=target, interpolate=interpolate)
+        if target is not None:
+            raise UserError(f"--target names the label column of a synthetic table; '{run}' generates images. Leave out --target.")
+        return generate_images(run, n=64 if n is None else n, seed=0 if seed is None else seed, out=out, interpolate=interpolate)
     predictor = load(run)
     if predictor.task_name == "language_modeling":
-        ignored = [name for name, given in (("--out", out is not None), ("--n", n != 64), ("--interpolate", interpolate)) if given]
+        ignored = [name for name, given in (("--out", out is not None), ("--n", n is not None), ("--interpolate", interpolate),
+                                            ("--target", target is not None)) if given]
         if ignored:  # image options a language model would silently ignore
             raise UserError(f"{', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} for image generators (vae, gan); "
                             f"'{predictor.path}' is a language model, which continues --prompt and prints the text. "
@@ -37,5 +53,5 @@ def generate(run: str | Path, *, prompt: str = "", max_new_tokens: int = 100, te
                              top_p=top_p, seed=seed, on_text=on_text)
     raise UserError(f"'{predictor.path}' is a {predictor.task_name} run ({predictor.config.model.type} on {predictor.schema.kind} data); "
                     "generate needs a generative run: a language model (task language_modeling, e.g. model gpt on a .txt corpus) "
-                    "or an image generator (model vae or gan). "
+                    "or a vae or gan (images or table rows). "
                     "Use `damoxing predict` for this run.")

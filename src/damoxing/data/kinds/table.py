@@ -45,7 +45,6 @@ from damoxing.data.targets import (
 )
 
 TABLE_FILES = (".csv", ".csv.gz", ".parquet", ".pq")
-LABEL_LIKE = ("label", "target", "y", "class")  # a column named so stays out of a generative model's inputs
 
 
 @DATA_KINDS.register("table")
@@ -78,11 +77,11 @@ class TableKind(DataKind):
     def _prepare_rows(self, raw: RawData, config) -> PreparedData:
         """A table for a generative model: the rows are what is modelled, there is no target.
 
-        Columns: data.features, else every column except data.target or a column named like a label
-        (label/target/y/class), which stays out as the images' labels do."""
+        Columns: data.features, else every column (less data.exclude), a label column included: the
+        synthetic rows `damoxing generate` writes stand in for the whole table, so a model can be
+        trained on them to predict that label (data.target names it for generate's utility check)."""
         frame = raw.frame.reset_index(drop=True)
-        label_like = config.data.target or (raw.target if str(raw.target).lower() in LABEL_LIKE else None)
-        features = select_features(frame, label_like, config, raw.source)
+        features = select_features(frame, None, config, raw.source)
         plan = plan_columns(frame, features, config, raw.source)
         targets = without_targets(len(frame), "generation", config)
         inputs = fit_inputs(frame.iloc[targets.splits["train"]], plan, config)

@@ -1,0 +1,204 @@
+"""Synthetic tables from generative runs (vae, gan trained on a table): `damoxing generate RUN --n
+1000 --out synthetic.csv`.
+
+Rows come out of the model in its own units (scaled numbers, one-hot categories) and are decoded
+into the original columns by the run's fitted TabularPreprocessor (`inverse_transform`: scaling
+undone, numbers clipped to their training range, whole-number columns rounded, categories
+decoded, dates put back together, each column's missing rate kept). The table is written to --out
+(.csv or .parquet), and beside it FILE.quality.json: the fidelity, privacy and utility blocks of
+evaluation/synthetic.py, measured against the run's own training and test rows (read again from
+its data source) beside an independent-columns baseline and the real held-out rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+
+from damoxing.core.console import note, warn
+from damoxing.core.errors import DataError, UserError
+
+TABLE_SUFFIXES = (".csv", ".parquet")
+MAX_ROWS = 1_000_000
+LABEL_NAMES = ("label", "target", "y", "class")
+
+
+def quality_path(out: Path) -> Path:
+    """synthetic.csv -> synthetic.quality.json"""
+    return out.with_name(out.stem + ".quality.json")
+
+
+def check_table_request(path: Path, out: Optional[Path], n: int, interpolate: bool) -> Path:
+    if interpolate:
+        raise UserError(f"--interpolate draws images along a line in a vae's latent space; '{path}' generates table rows. Leave out --interpolate.")
+    if out is None:
+        raise UserError("Say where to write the rows: --out FILE.csv or --out FILE.parquet (the quality report goes beside it, FILE.quality.json).")
+    out = Path(out)
+    if out.suffix.lower() not in TABLE_SUFFIXES:
+        raise UserError(f"--out '{out}' must end in .csv or .parquet: '{path}' generates table rows.")
+    if n < 1 or n > MAX_ROWS:
+        raise UserError(f"--n is {n}; ask for between 1 and {MAX_ROWS:,} rows.")
+    for file in (out, quality_path(out)):
+        if file.exists():
+            raise UserError(f"'{file}' already exists; generate never overwrites a file. Choose another --out, or move the file away.")
+    return out
+
+
+def generate_rows(predictor, n: Optional[int] = None, seed: int = 0, out: str | Path | None = None,
+                  target: Optional[str] = None, interpolate: bool = False) -> Path:
+    """n rows from a saved vae/gan table run written to `out` (.csv/.parquet), the quality report beside it.
+
+    Args:
+        predictor: the loaded run (inference.predictor.load).
+        n: how many rows (default: as many as the run's training split).
+        seed: the noise seed (and the seed of the missing values and of the quality checks).
+        out: FILE.csv or FILE.parquet; FILE.quality.json is written beside it. Neither may exist.
+        target: the label column for the train-synthetic-test-real check (default: data.target,
+            else a column named label/target/y/class).
+    Returns:
+        the table's path.
+    """
+    from damoxing.inference.run_data import split_indices
+
+    n_train = len(split_indices(predictor.path).get("train", []))
+    n = n if n is not None else max(n_train, 1)
+    out = check_table_request(predictor.path, out, n, interpolate)
+    target = label_column(predictor, target)
+    rows = sample_rows(predictor, n, seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out, lambda tmp: rows.to_parquet(tmp, index=False) if out.suffix.lower() == ".parquet" else rows.to_csv(tmp, index=False))
+    note(f"wrote {len(rows):,} synthetic rows x {rows.shape[1]} columns to {out}")
+    report = quality(predictor, rows, target, seed)
+    text = json.dumps(report, indent=2, default=_plain)
+    _write_atomic(quality_path(out), lambda tmp: Path(tmp).write_text(text))
+    for line in summary_lines(report):
+        note(line)
+    note(f"quality report: {quality_path(out)}")
+    return out
+
+
+def sample_rows(predictor, n: int, seed: int) -> pd.DataFrame:
+    """n decoded rows from a table run's generator (the same seed: the same rows, missing values included)."""
+    from damoxing.tasks import draw_samples
+
+    return predictor.preprocessing.inputs.inverse_transform(draw_samples(predictor.model, n, seed).cpu().numpy(), seed=seed)
+
+
+def records(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as JSON-ready dicts: missing values as None, numpy scalars as plain numbers."""
+    return json.loads(rows.to_json(orient="records", date_format="iso"))
+
+
+def label_column(predictor, target: Optional[str]) -> Optional[str]:
+    columns = [str(c) for c in predictor.preprocessing.feature_columns]
+    if target is not None:
+        if target not in columns:
+            from damoxing.core.errors import choices_text, did_you_mean
+
+            raise UserError(f"--target '{target}' is not one of the run's columns.{did_you_mean(target, columns)} "
+                            f"Its columns: {choices_text(columns)}.")
+        return target
+    configured = predictor.config.data.target
+    if configured in columns:
+        return configured
+    return next((c for c in columns if c.lower() in LABEL_NAMES), None)
+
+
+def quality(predictor, synthetic: pd.DataFrame, target: Optional[str], seed: int) -> dict[str, Any]:
+    """The fidelity / privacy / utility blocks (evaluation/synthetic.py) of `synthetic` against the run's rows."""
+    from damoxing.evaluation import synthetic as measure
+    from damoxing.inference.run_data import run_rows
+
+    report: dict[str, Any] = {"run": str(predictor.path), "rows": len(synthetic), "seed": seed,
+                              "columns": {str(c["name"]): c["kind"] for c in predictor.preprocessing.inputs.columns_}}
+    try:
+        splits = run_rows(predictor)
+    except (DataError, OSError) as e:
+        warn(f"the quality report is skipped: the run's data cannot be read again ({e})")
+        report["skipped"] = f"the run's data cannot be read again: {e}"
+        return report
+    train = splits.get("train", pd.DataFrame())
+    held_out = next((splits[s] for s in ("test", "val") if len(splits.get(s, ())) >= 2), None)
+    if len(train) < 2:
+        report["skipped"] = "the run's training split has fewer than 2 rows"
+        return report
+    kinds = {c["name"]: c["kind"] for c in predictor.preprocessing.inputs.columns_}
+    encode = predictor.preprocessing.inputs.transform
+    baseline = measure.independent_columns(train, len(synthetic), seed)
+    report["fidelity"] = {"synthetic": measure.fidelity(train, synthetic, kinds, encode, seed),
+                          "baseline": measure.fidelity(train, baseline, kinds, encode, seed)}
+    if held_out is None:
+        report["privacy"] = report["utility"] = {"skipped": "the run has no held-out rows (test or val split) to compare with"}
+        return report
+    report["held_out_rows"] = len(held_out)
+    report["fidelity"]["reference"] = measure.fidelity(train, held_out, kinds, encode, seed)
+    train_x, held_x = encode(train), encode(held_out)
+    report["privacy"] = {"synthetic": measure.closeness(encode(synthetic), train_x, held_x, seed),
+                         "baseline": measure.closeness(encode(baseline), train_x, held_x, seed)}
+    if target is None:
+        report["utility"] = {"skipped": "no label column: pass --target COLUMN (or set data.target) to train on synthetic rows and test on real ones"}
+    else:
+        report["utility"] = measure.utility(train, synthetic, held_out, target, _encoder(predictor), seed)
+    return report
+
+
+def _encoder(predictor):
+    """An input encoding fitted afresh on some rows (the run's column kinds, its preprocessing settings)."""
+    from damoxing.data.preprocess import TabularPreprocessor
+
+    saved = predictor.preprocessing.inputs
+    kinds = {c["name"]: c["kind"] for c in saved.columns_}
+    formats = {c["name"]: c.get("format") for c in saved.columns_ if c["kind"] == "date"}
+
+    def fit(rows: pd.DataFrame, columns: list[str]):
+        encoder = TabularPreprocessor(saved.numeric_impute, saved.scaling, saved.categorical, saved.max_categories)
+        encoder.fit(rows, columns, kinds={c: kinds[c] for c in columns}, date_formats=formats)
+        return encoder.transform
+
+    return fit
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """A few lines for the console: each block's headline numbers, synthetic beside its yardsticks."""
+    if "fidelity" not in report:
+        return []
+    f = report["fidelity"]
+    arms = [a for a in ("synthetic", "baseline", "reference") if a in f]
+    names = {"synthetic": "synthetic", "baseline": "independent columns", "reference": "real held-out"}
+    lines = ["fidelity vs training rows: " + "; ".join(
+        f"{names[a]}: column distance {f[a]['mean_column_distance']:.3f}, corr diff {f[a]['correlation'].get('mean_abs', 0):.3f}, "
+        f"two-sample AUC {f[a]['two_sample_auc']:.3f}" for a in arms)]
+    p = report.get("privacy", {})
+    if "synthetic" in p:
+        s = p["synthetic"]
+        lines.append(f"privacy: {s['share_closer_to_train']:.2f} of synthetic rows closer to a training row than to a held-out one "
+                     f"(0.5 expected without copying), {s['copies']} exact copies, median distance to closest record "
+                     f"{s['dcr_median']:.3f} (held-out rows: {s['holdout_dcr_median']:.3f})")
+    u = report.get("utility", {})
+    if "synthetic" in u:
+        key = "accuracy" if u["task"] == "classification" else "r2"
+        lines.append(f"utility ({u['target']}, test on {u['test_rows']} real rows): trained on synthetic {key} "
+                     f"{u['synthetic'].get(key, float('nan')):.4f}, on real {u['real'].get(key, float('nan')):.4f}, "
+                     f"baseline {u['baseline'][key]:.4f}")
+    return lines
+
+
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
