@@ -15,9 +15,10 @@ Three blocks, each computed for the synthetic rows beside two yardsticks:
   (equal numbers, 5-fold cross-validated ROC AUC; 0.5: it cannot tell them apart, 1.0: always can).
 * privacy: distance to closest record (DCR) in model space (the run's own scaling and one-hot
   encoding). For each synthetic row the nearest training row and the nearest held-out row, the
-  training rows sampled down to as many as there are held-out rows: a generator that learnt the
-  distribution is as close to one as to the other (share closer to training about 0.5); one that
-  copies its training rows is much closer to them (share near 1, exact copies counted).
+  training rows sampled down to as many as there are held-out rows (20 draws, averaged): a
+  generator that learnt the distribution is as close to one as to the other (share closer to
+  training about 0.5); one that copies its training rows is much closer to them (share near 1,
+  exact copies counted).
 * utility (train-synthetic-test-real): when a label column is known, a gradient boosting model
   trained on the synthetic rows and one trained on the real training rows, both tested on the real
   held-out rows, beside predicting the most frequent class (or the mean).
@@ -33,6 +34,7 @@ import pandas as pd
 FOLDS = 5
 TWO_SAMPLE_MAX = 5000  # rows per side in the two-sample test (more adds little and costs time)
 DCR_MAX = 5000  # synthetic rows whose closest records are looked up
+SUBSAMPLES = 20  # draws of training rows the share closer to training is averaged over
 COPY_DISTANCE = 1e-6  # nearer than this to a training row (in model space): a copy
 
 
@@ -125,15 +127,22 @@ def _nearest(rows: np.ndarray, against: np.ndarray) -> np.ndarray:
 
 
 def closeness(synthetic: np.ndarray, train: np.ndarray, holdout: np.ndarray, seed: int) -> dict[str, Any]:
-    """Distances to closest records of encoded synthetic rows (see the module's docstring)."""
+    """Distances to closest records of encoded synthetic rows (see the module's docstring).
+
+    The share closer to training is averaged over SUBSAMPLES draws of the training rows: a generator
+    whose rows all sit in one place (a collapsed one) would otherwise stake the whole share on one
+    comparison and read as 0 or 1."""
     rng = np.random.default_rng(seed)
     rows = synthetic[rng.choice(len(synthetic), min(len(synthetic), DCR_MAX), replace=False)]
-    sampled = train[rng.choice(len(train), min(len(train), len(holdout)), replace=False)]
-    to_train, to_holdout = _nearest(rows, sampled), _nearest(rows, holdout)
-    closer = float(np.mean(to_train < to_holdout) + 0.5 * np.mean(to_train == to_holdout))
+    to_holdout = _nearest(rows, holdout)
+    shares = []
+    for _ in range(SUBSAMPLES):
+        to_train = _nearest(rows, train[rng.choice(len(train), min(len(train), len(holdout)), replace=False)])
+        shares.append(float(np.mean(to_train < to_holdout) + 0.5 * np.mean(to_train == to_holdout)))
+    closer = float(np.mean(shares))
     to_all = _nearest(rows, train)
     holdout_to_train = _nearest(holdout, train)
-    return {"rows": len(rows), "share_closer_to_train": closer, "expected_share": 0.5,
+    return {"rows": len(rows), "share_closer_to_train": closer, "share_spread": float(np.std(shares)), "expected_share": 0.5,
             "dcr_median": float(np.median(to_all)), "dcr_5th_percentile": float(np.percentile(to_all, 5)),
             "holdout_dcr_median": float(np.median(holdout_to_train)),
             "copies": int(np.sum(to_all < COPY_DISTANCE)), "copy_share": float(np.mean(to_all < COPY_DISTANCE))}

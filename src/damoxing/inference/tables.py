@@ -176,8 +176,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     p = report.get("privacy", {})
     if "synthetic" in p:
         s = p["synthetic"]
-        lines.append(f"privacy: {s['share_closer_to_train']:.2f} of synthetic rows closer to a training row than to a held-out one "
-                     f"(0.5 expected without copying), {s['copies']} exact copies, median distance to closest record "
+        lines.append(f"privacy: {s['share_closer_to_train']:.2f} (sd {s['share_spread']:.2f}) of synthetic rows closer to a training row "
+                     f"than to a held-out one (0.5 expected without copying), {s['copies']} exact copies, median distance to closest record "
                      f"{s['dcr_median']:.3f} (held-out rows: {s['holdout_dcr_median']:.3f})")
     u = report.get("utility", {})
     if "synthetic" in u:
