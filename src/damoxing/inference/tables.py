@@ -95,7 +95,7 @@ def records(rows: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def label_column(predictor, target: Optional[str]) -> Optional[str]:
-    columns = [str(c) for c in predictor.preprocessing.feature_columns]
+    columns = [str(c) for c in predictor.preprocessing.inputs.feature_columns_]  # the columns the rows have
     if target is not None:
         if target not in columns:
             from damoxing.core.errors import choices_text, did_you_mean
@@ -122,7 +122,9 @@ def quality(predictor, synthetic: pd.DataFrame, target: Optional[str], seed: int
         warn(f"the quality report is skipped: the run's data cannot be read again ({e})")
         report["skipped"] = f"the run's data cannot be read again: {e}"
         return report
-    train = splits.get("train", pd.DataFrame())
+    kept = list(synthetic.columns)  # the columns the model reads (id, free text and constant columns were dropped)
+    splits = {name: rows[kept] for name, rows in splits.items()}
+    train = splits.get("train", pd.DataFrame(columns=kept))
     held_out = next((splits[s] for s in ("test", "val") if len(splits.get(s, ())) >= 2), None)
     if len(train) < 2:
         report["skipped"] = "the run's training split has fewer than 2 rows"
