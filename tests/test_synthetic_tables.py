@@ -48,7 +48,10 @@ def generated(table_run, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("out") / "synthetic.csv"
     path = generate(table_run.path, n=600, out=out, seed=1)
-    return pd.read_csv(path), json.loads(out.with_name("synthetic.quality.json").read_text())
+    text = out.with_name("synthetic.quality.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text  # strict JSON
+    assert sorted(p.name for p in out.parent.iterdir()) == ["synthetic.csv", "synthetic.quality.json"]  # no leftovers
+    return pd.read_csv(path), json.loads(text)
 
 
 def test_rows_come_back_in_the_original_columns(generated):

@@ -4,23 +4,22 @@
 Rows come out of the model in its own units (scaled numbers, one-hot categories) and are decoded
 into the original columns by the run's fitted TabularPreprocessor (`inverse_transform`: scaling
 undone, numbers clipped to their training range, whole-number columns rounded, categories
-decoded, dates put back together, each column's missing rate kept). The table is written to --out
-(.csv or .parquet), and beside it FILE.quality.json: the fidelity, privacy and utility blocks of
-evaluation/synthetic.py, measured against the run's own training and test rows (read again from
-its data source) beside an independent-columns baseline and the real held-out rows.
+decoded, dates put back together, each column's missing rate kept). Their report holds the
+fidelity, privacy and utility blocks of evaluation/synthetic.py, measured against the run's own
+training and test rows (read again from its data source) beside an independent-columns baseline
+and the real held-out rows. `damoxing generate` (verbs/generate.py) writes both: the table to
+--out (.csv or .parquet), the report beside it as FILE.quality.json.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import pandas as pd
 
-from damoxing.core.console import note, warn
+from damoxing.core.console import warn
 from damoxing.core.errors import DataError, UserError
 
 TABLE_SUFFIXES = (".csv", ".parquet")
@@ -34,6 +33,7 @@ def quality_path(out: Path) -> Path:
 
 
 def check_table_request(path: Path, out: Optional[Path], n: int, interpolate: bool) -> Path:
+    """The --out file (.csv/.parquet; neither it nor its quality report may exist yet) of a request for n rows."""
     if interpolate:
         raise UserError(f"--interpolate draws images along a line in a vae's latent space; '{path}' generates table rows. Leave out --interpolate.")
     if out is None:
@@ -49,37 +49,21 @@ def check_table_request(path: Path, out: Optional[Path], n: int, interpolate: bo
     return out
 
 
-def generate_rows(predictor, n: Optional[int] = None, seed: int = 0, out: str | Path | None = None,
-                  target: Optional[str] = None, interpolate: bool = False) -> Path:
-    """n rows from a saved vae/gan table run written to `out` (.csv/.parquet), the quality report beside it.
+def synthesize(predictor, n: int, seed: int = 0, target: Optional[str] = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """n rows from a vae/gan table run in its original columns, and their quality report.
 
     Args:
         predictor: the loaded run (inference.predictor.load).
-        n: how many rows (default: as many as the run's training split).
+        n: how many rows.
         seed: the noise seed (and the seed of the missing values and of the quality checks).
-        out: FILE.csv or FILE.parquet; FILE.quality.json is written beside it. Neither may exist.
         target: the label column for the train-synthetic-test-real check (default: data.target,
-            else a column named label/target/y/class).
+            else a column named label/target/y/class; None found: the check is skipped).
     Returns:
-        the table's path.
+        (the rows, the report: fidelity, privacy and utility blocks, or `skipped` with the reason).
     """
-    from damoxing.inference.run_data import split_indices
-
-    n_train = len(split_indices(predictor.path).get("train", []))
-    n = n if n is not None else max(n_train, 1)
-    out = check_table_request(predictor.path, out, n, interpolate)
     target = label_column(predictor, target)
     rows = sample_rows(predictor, n, seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out, lambda tmp: rows.to_parquet(tmp, index=False) if out.suffix.lower() == ".parquet" else rows.to_csv(tmp, index=False))
-    note(f"wrote {len(rows):,} synthetic rows x {rows.shape[1]} columns to {out}")
-    report = quality(predictor, rows, target, seed)
-    text = json.dumps(report, indent=2, default=_plain)
-    _write_atomic(quality_path(out), lambda tmp: Path(tmp).write_text(text))
-    for line in summary_lines(report):
-        note(line)
-    note(f"quality report: {quality_path(out)}")
-    return out
+    return rows, quality(predictor, rows, target, seed)
 
 
 def sample_rows(predictor, n: int, seed: int) -> pd.DataFrame:
@@ -188,19 +172,3 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                      f"{u['synthetic'].get(key, float('nan')):.4f}, on real {u['real'].get(key, float('nan')):.4f}, "
                      f"baseline {u['baseline'][key]:.4f}")
     return lines
-
-
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from damoxing.core.console import note
 from damoxing.core.errors import UserError
 from damoxing.inference.images import generate_images
 from damoxing.inference.predictor import load
@@ -35,9 +36,7 @@ def generate(run: str | Path, *, prompt: str = "", max_new_tokens: int = 100, te
     Returns the file's path."""
     if run_task(run) == "generation":
         if run_kind(run) == "table":
-            from damoxing.inference.tables import generate_rows
-
-            return generate_rows(load(run), n=n, seed=0 if seed is None else seed, out=out, target=target, interpolate=interpolate)
+            return generate_table(run, n=n, seed=0 if seed is None else seed, out=out, target=target, interpolate=interpolate)
         if target is not None:
             raise UserError(f"--target names the label column of a synthetic table; '{run}' generates images. Leave out --target.")
         return generate_images(run, n=64 if n is None else n, seed=0 if seed is None else seed, out=out, interpolate=interpolate)
@@ -55,3 +54,24 @@ def generate(run: str | Path, *, prompt: str = "", max_new_tokens: int = 100, te
                     "generate needs a generative run: a language model (task language_modeling, e.g. model gpt on a .txt corpus) "
                     "or a vae or gan (images or table rows). "
                     "Use `damoxing predict` for this run.")
+
+
+def generate_table(run: str | Path, n: Optional[int], seed: int, out: str | Path | None, target: Optional[str] = None,
+                   interpolate: bool = False) -> Path:
+    """n rows (default: as many as the training split) from a vae/gan table run, written to `out`
+    (.csv or .parquet) with FILE.quality.json beside it; neither file may exist. Returns `out`."""
+    from damoxing.inference.run_data import split_indices
+    from damoxing.inference.tables import check_table_request, quality_path, summary_lines, synthesize
+    from damoxing.verbs.outputs import write_json, write_table
+
+    predictor = load(run)
+    n = n if n is not None else max(len(split_indices(predictor.path).get("train", ())), 1)
+    out = check_table_request(predictor.path, out, n, interpolate)
+    rows, report = synthesize(predictor, n, seed, target)
+    write_table(rows, out)
+    write_json(quality_path(out), report)
+    note(f"wrote {len(rows):,} synthetic rows x {rows.shape[1]} columns to {out}")
+    for line in summary_lines(report):
+        note(line)
+    note(f"quality report: {quality_path(out)}")
+    return out

@@ -7,9 +7,11 @@ interrupted verb never leaves a half-written result that looks complete.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -48,3 +50,29 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, float) and not np.isfinite(value):
         return None
     return value
+
+
+def write_file(path: Path, write: Callable[[Path], Any]) -> Path:
+    """`write(tmp)` into a hidden file beside `path`, then rename it over `path`: an interrupted or
+    failed write leaves no truncated file that looks complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.writing")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_table(frame, path: Path) -> Path:
+    """A DataFrame as .parquet, or as .csv for any other suffix, written whole (write_file)."""
+    parquet = Path(path).suffix.lower() == ".parquet"
+    return write_file(path, lambda tmp: frame.to_parquet(tmp, index=False) if parquet else frame.to_csv(tmp, index=False))
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Strict JSON (json_safe: NaN as null), indented, written whole (write_file)."""
+    text = json.dumps(json_safe(data), indent=2) + "\n"
+    return write_file(path, lambda tmp: tmp.write_text(text))

@@ -9,6 +9,7 @@ import numpy as np
 
 from damoxing.core.errors import UserError
 from damoxing.inference.predictor import load, read_table_or_arrays
+from damoxing.verbs.outputs import write_table
 
 
 def predict(run: str | Path, data: Any) -> np.ndarray:
@@ -31,7 +32,5 @@ def predict_file(run: str | Path, input: str | Path, out: Optional[str | Path] =
         for j, name in enumerate(predictor.classes_):
             frame[f"proba_{name}"] = proba[:, j]
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_parquet(out, index=False) if out.suffix.lower() == ".parquet" else frame.to_csv(out, index=False)
+        write_table(frame, Path(out))
     return frame
