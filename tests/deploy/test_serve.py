@@ -84,6 +84,49 @@ def test_predict_gives_the_runs_own_predictions(runs, tab_client):
     np.testing.assert_allclose(proba.sum(axis=1), 1, atol=1e-5)
 
 
+def test_the_onnx_backend_serves_the_same_predictions(runs, tab_client):
+    from damoxing.deploy.serve import load_for_serving
+    from damoxing.inference.onnx_model import OnnxModel
+
+    rows = rows_of(runs["table"], 30)
+    predictor = load_for_serving(runs["tab"], "onnx")
+    assert isinstance(predictor.model, OnnxModel)  # onnxruntime answers, not torch
+    with TestClient(make_app(predictor, ServeOptions(backend="onnx"))) as onnx_client:
+        served = onnx_client.post("/predict", json={"rows": rows}).json()
+        assert onnx_client.get("/metadata").json()["backend"] == "onnx"
+    torch_served = tab_client.post("/predict", json={"rows": rows}).json()
+    assert served["predictions"] == torch_served["predictions"]
+    np.testing.assert_allclose([[p["big"], p["small"]] for p in served["probabilities"]],
+                               [[p["big"], p["small"]] for p in torch_served["probabilities"]], atol=1e-5)
+
+
+def test_embed_serves_the_runs_sentence_embeddings(tmp_path):
+    from hf_fixtures import two_topic_sentences, write_tiny_bert, write_topics_csv
+
+    from damoxing.api import load, train
+    from damoxing.inference.embeddings import encode
+
+    texts, _ = two_topic_sentences(60)
+    write_tiny_bert(tmp_path / "bert", texts)
+    write_topics_csv(tmp_path / "topics.csv", 40)
+    run = train({"name": "bert", "data": {"source": str(tmp_path / "topics.csv"), "target": "label"},
+                 "model": {"type": "pretrained", "path": str(tmp_path / "bert"), "finetune": "frozen"},
+                 "train": {"epochs": 1, "batch_size": 16}, "evaluate": {"bootstrap": 0}, "tracking": {"report": False}},
+                out=tmp_path / "run", quiet=True)
+    asked = ["the match went to extra time", "slice the onions thinly"]
+    with TestClient(make_app(run.path, ServeOptions(max_rows=2))) as client:
+        body = client.post("/embed", json={"texts": asked}).json()
+        too_many = client.post("/embed", json={"texts": asked + ["one more"]})
+        empty = client.post("/embed", json={"texts": []})
+    vectors = np.array(body["embeddings"])
+    predictor = load(run.path)
+    expected = encode(predictor.model, predictor.preprocessing.inputs, asked, predictor.model.context_length)
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)  # unit vectors
+    assert not np.allclose(vectors[0], vectors[1])
+    assert too_many.status_code == 422 and empty.status_code == 422
+
+
 def test_openapi_shows_the_runs_columns(tab_client):
     spec = tab_client.get("/openapi.json").json()
     row = spec["components"]["schemas"]["Row"]
