@@ -105,7 +105,7 @@ def _extra(result) -> str:
     if failed:
         rows = [[_esc(f["rung"]), "#" + _esc(f.get("seed", "")), _esc(f["error"])] for f in failed]
         parts.append("<h3>rungs that failed</h3>" + _table(["rung", "seed", "error"], rows))
-    rest = {k: v for k, v in result.extra.items() if k not in ("failed", "privacy_sweep")}
+    rest = {k: v for k, v in result.extra.items() if k not in ("failed", "privacy_sweep", "federated_sweep")}
     if rest:
         parts.append(f"<pre>{_esc(json.dumps(rest, indent=2))}</pre>")
     return "".join(parts)
@@ -123,6 +123,8 @@ def build_page(result, histories: dict[str, list[dict]]) -> str:
         _section("Pareto frontier", _plot("Pareto frontier", compare_plots.frontier, result) + _prices_table(result)),
         _section("Learning curves", _plot("learning curves", compare_plots.learning_curves, histories, result.metric)),
         _section("Price of privacy", _plot("utility against epsilon", compare_plots.privacy_curve, result.extra.get("privacy_sweep"))),
+        _section("Federated settings", _plot("utility against a federated setting", compare_plots.federated_curve,
+                                             result.extra.get("federated_sweep"))),
         _section("Ladder", _extra(result)),
         _section("compare.json", f"<details><summary>compare.json</summary><pre>{_esc(json.dumps(result.to_dict(), indent=2))}</pre></details>"),
     ]

@@ -110,3 +110,35 @@ def privacy_curve(sweep: Optional[dict]) -> Optional[str]:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="best")
     return _png(fig)
+
+
+def federated_curve(sweep: Optional[dict]) -> Optional[str]:
+    """The test metric of runs that differ only in one train.federated setting, against that setting:
+    the global model on the whole test split and on its worst client's part; a central run, if any,
+    as a dashed line. Numbers spanning more than a factor of 10 get a log axis; other settings
+    (partition, algorithm) are categories."""
+    if not sweep:
+        return None
+    points = [p for p in sweep["points"] if p["value"] is not None]
+    if not points:
+        return None
+    settings = [p["setting"] for p in points]
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in settings)
+    x = settings if numeric else list(range(len(points)))
+    fig, (ax,) = _figure(8.0, 4.5)
+    ax.plot(x, [p["value"] for p in points], marker="o", color=FRONTIER_COLOUR, label="global model, whole test split")
+    worst = [(xi, p["worst_client"]) for xi, p in zip(x, points) if p.get("worst_client") is not None]
+    if worst:
+        ax.plot([w[0] for w in worst], [w[1] for w in worst], marker="v", color=OTHER_COLOUR, label="worst client")
+    for xi, p in zip(x, points):
+        ax.annotate(f"{p['value']:.3f}", (xi, p["value"]), textcoords="offset points", xytext=(5, 6), fontsize=7)
+    if sweep.get("central") is not None:
+        ax.axhline(sweep["central"], linestyle="--", color=OTHER_COLOUR, linewidth=1, label=f"central training ({sweep['central']:.3f})")
+    if numeric and min(settings) > 0 and max(settings) / min(settings) > 10:
+        ax.set_xscale("log")
+    if not numeric:
+        ax.set_xticks(x, [str(v) for v in settings])
+    ax.set(xlabel=sweep["parameter"], ylabel=f"test {sweep['metric']}", title=f"test {sweep['metric']} against {sweep['parameter']}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="best")
+    return _png(fig)

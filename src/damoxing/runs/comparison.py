@@ -323,3 +323,52 @@ def privacy_sweep(records: list[RunRecord], metric: str) -> Optional[dict]:
                "value": (r.metrics.get("test") or {}).get(metric)} for r, p in zip(records, privacies)]
     points.sort(key=lambda q: float("inf") if q["epsilon"] is None else q["epsilon"])
     return {"parameter": "train.privacy.epsilon", "metric": metric, "points": points}
+
+
+# ------------------------------------------------------------------------ a federated sweep
+
+
+def _without_federated_key(config: dict, key: Optional[str]) -> dict:
+    """The config without its name and train.federated.<key> (all of train.federated when key is None)."""
+    import copy
+
+    config = copy.deepcopy(config)
+    config.pop("name", None)
+    train = config.setdefault("train", {})
+    if key is None or not train.get("federated"):
+        train.pop("federated", None)
+    else:
+        train["federated"] = {k: v for k, v in train["federated"].items() if k != key}
+    return config
+
+
+def federated_sweep(records: list[RunRecord], metric: str) -> Optional[dict]:
+    """Runs that differ only in one train.federated setting (clients, rounds, fraction, alpha, partition,
+    ...; one run may be trained centrally, without federated): the points of a utility-vs-setting
+    curve, {"parameter", "metric", "points": [{"name", "setting", "value", "worst_client", "spread"}],
+    "central": the central run's value or None}; None for any other set of runs."""
+    feds = [(r.config.get("train") or {}).get("federated") for r in records]
+    federated = [(r, f) for r, f in zip(records, feds) if f]
+    if len(federated) < 2:
+        return None
+    varying = [k for k in federated[0][1] if len({json.dumps(f.get(k), sort_keys=True) for _, f in federated}) > 1]
+    if len(varying) != 1:
+        return None
+    key = varying[0]
+    rest = [_without_federated_key(r.config, key) for r, _ in federated]
+    if any(other != rest[0] for other in rest[1:]):
+        return None
+    central = [r for r, f in zip(records, feds) if not f]
+    if len(central) > 1 or any(_without_federated_key(r.config, None) != _without_federated_key(federated[0][0].config, None) for r in central):
+        return None
+
+    def point(r: RunRecord, setting) -> dict:
+        clients = ((r.metrics.get("federated") or {}).get("metrics") or {}).get(metric) or {}
+        return {"name": r.name, "setting": setting, "value": (r.metrics.get("test") or {}).get(metric),
+                "worst_client": clients.get("worst"), "spread": clients.get("spread")}
+
+    points = [point(r, f.get(key)) for r, f in federated]
+    if all(isinstance(p["setting"], (int, float)) and not isinstance(p["setting"], bool) for p in points):
+        points.sort(key=lambda p: p["setting"])
+    return {"parameter": f"train.federated.{key}", "metric": metric, "points": points,
+            "central": (central[0].metrics.get("test") or {}).get(metric) if central else None}

@@ -31,6 +31,7 @@ from damoxing.runs.comparison import (
     RunEntry,
     RunRecord,
     check_comparable,
+    federated_sweep,
     privacy_sweep,
     read_runs,
 )
@@ -76,6 +77,9 @@ def compare(runs: Iterable[str | Path], metric: Optional[str] = None, cost: str 
     sweep = privacy_sweep(records, metric)  # runs differing only in train.privacy.epsilon: the price of privacy
     if sweep is not None:
         result.extra["privacy_sweep"] = sweep
+    federated = federated_sweep(records, metric)  # runs differing only in one train.federated setting
+    if federated is not None:
+        result.extra["federated_sweep"] = federated
     result.seconds = time.perf_counter() - started
     if target is not None:
         result.path = str(_write(result, records, target))
