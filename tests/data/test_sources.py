@@ -277,7 +277,7 @@ def test_mnist_folder_concatenates_train_then_t10k(tmp_path):
 def test_folder_errors(tmp_path):
     (tmp_path / "notes.md").write_text("x")  # (a folder of .txt files would be a text corpus)
     msg = error(load_source, str(tmp_path))
-    assert "notes.md" in msg and "train-images-idx3-ubyte" in msg
+    assert "notes.md" in msg and "train-images-idx3-ubyte" in msg and ".txt documents" in msg  # both things a folder can be
     x, _ = images_and_labels()
     write_idx(tmp_path / "train-images-idx3-ubyte", x)
     assert "labels" in error(load_source, str(tmp_path))

@@ -125,8 +125,9 @@ def _idx_pairs(folder: Path, source: str) -> tuple[dict[str, Path], dict[str, Pa
     if not images:
         listing = list_text(names, limit=10) if names else "nothing"
         raise DataError(
-            f"The folder '{source}' holds no MNIST-style IDX images: damoxing reads a folder only "
-            "when it holds files named like train-images-idx3-ubyte[.gz] with matching "
+            f"The folder '{source}' holds no data damoxing reads from a folder. It reads a folder as "
+            "a text corpus when it holds .txt documents (one unit per document), or as MNIST-style "
+            "images when it holds files named like train-images-idx3-ubyte[.gz] with matching "
             f"train-labels-idx1-ubyte[.gz]. It holds: {listing}. To read another file, give its "
             "path instead of the folder."
         )
