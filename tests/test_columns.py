@@ -122,6 +122,13 @@ def test_train_shows_the_summary_saves_it_and_predicts_new_rows_the_same_way(tmp
     assert np.allclose(x[1, :5], (np.array(col["impute"]) - col["offset"]) / np.array(col["scale"]), atol=1e-5)
     assert x[1, names.index("vehicle=<other>")] == 1 and np.isfinite(x).all()
     assert len(model.predict(new)) == 2
+    new.to_csv(tmp_path / "new.csv", index=False)  # from a file, the cells read as missing are named, not imputed silently
+    result = cli("predict", tmp_path / "run", tmp_path / "new.csv")
+    assert result.code == 0 and len(result.out.strip().splitlines()) == 3, result.err
+    assert "3 cell(s) hold values the model cannot read" in result.err
+    assert "'when': 1 (e.g. 'garbage')" in result.err and "'amount': 1 (e.g. 'oops')" in result.err and "'speed': 1 (e.g. 'inf')" in result.err
+    new.iloc[:1].to_csv(tmp_path / "clean.csv", index=False)
+    assert "cannot read" not in cli("predict", tmp_path / "run", tmp_path / "clean.csv").err
 
 
 def test_quiet_silences_the_table_but_not_the_warnings(tmp_path, cli):

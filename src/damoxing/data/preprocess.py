@@ -218,6 +218,28 @@ class TabularPreprocessor:
             return np.zeros((len(frame), 0), dtype=np.float32)
         return np.hstack(blocks).astype(np.float32)
 
+    def imputed_cells(self, frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
+        """Cells of new rows that hold a value `transform` reads as missing and imputes: in a numeric
+        column, +-inf and (a column read with `coerce`) text that is not a number; in a date column,
+        text that is not a date in its format. {column: {"count", "examples"}} (columns with none left out)."""
+        found: dict[str, dict[str, Any]] = {}
+        for col in getattr(self, "columns_", []):
+            if col["kind"] == "categorical" or col["name"] not in frame.columns:
+                continue
+            values = frame[col["name"]]
+            present = values.notna().to_numpy()
+            if col["kind"] == "date":
+                lost = present & parse_dates(values, col["format"]).isna().to_numpy()
+            elif is_categorical(values) and not pd.api.types.is_bool_dtype(values.dtype):
+                numbers = pd.to_numeric(values.astype(object), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+                lost = present & ~np.isfinite(numbers) if col.get("coerce") else present & np.isinf(numbers)
+            else:
+                numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+                lost = present & np.isinf(numbers)
+            if lost.any():
+                found[str(col["name"])] = {"count": int(lost.sum()), "examples": [str(v) for v in pd.unique(values[lost])[:3]]}
+        return found
+
     def inverse_transform(self, x: np.ndarray, seed: Optional[int] = None) -> pd.DataFrame:
         """Model-space rows (N, F) -> a table in the original columns, the inverse of `transform`.
 

@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from damoxing.core.console import warn
 from damoxing.core.errors import RunFolderError, UserError
 from damoxing.runs.folder import check_run, model_format, read_json, verify_run
 
@@ -144,13 +145,23 @@ class Predictor:
         return one_split(metrics, "test")
 
 
-def read_table_or_arrays(path: str | Path, kind: str, target: Optional[str]) -> tuple[Any, Optional[np.ndarray]]:
+def read_table_or_arrays(path: str | Path, kind: str, target: Optional[str], preprocessing=None) -> tuple[Any, Optional[np.ndarray]]:
     """Read a file of prediction inputs for a model trained on `kind` data: (raw inputs, `target` values or None).
 
-    Each data kind reads its own files (CSV/Parquet/NPZ tables, image arrays, sequences; see damoxing.data.kinds)."""
+    Each data kind reads its own files (CSV/Parquet/NPZ tables, image arrays, sequences; see damoxing.data.kinds).
+    With the run's `preprocessing`, a table's cells that will be read as missing (infinities, text
+    that is not a number or not a date) are reported in one warning, never silently imputed."""
     from damoxing.data.pipeline import read_inputs
 
-    return read_inputs(path, kind, target)
+    inputs, targets = read_inputs(path, kind, target)
+    check = getattr(getattr(preprocessing, "inputs", None), "imputed_cells", None)
+    if check is not None and hasattr(inputs, "columns"):
+        lost = check(inputs)
+        if lost:
+            listed = "; ".join(f"'{name}': {c['count']} (e.g. {', '.join(map(repr, c['examples']))})" for name, c in lost.items())
+            warn(f"{path}: {sum(c['count'] for c in lost.values())} cell(s) hold values the model cannot read and are treated "
+                 f"as missing (imputed as in training): {listed}.")
+    return inputs, targets
 
 
 def load(path: str | Path, device: str = "cpu") -> Predictor:

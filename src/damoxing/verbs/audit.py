@@ -120,7 +120,7 @@ def _rows(predictor, data: str | Path | None):
         if len(rows) == 0:
             raise DataError(f"'{predictor.path}' has no test split (data.split.test is 0); pass --data FILE with labelled rows.")
         return rows, "the test split"
-    frame, targets = read_table_or_arrays(data, predictor.schema.kind, target)
+    frame, targets = read_table_or_arrays(data, predictor.schema.kind, target, predictor.preprocessing)
     if targets is None:
         raise DataError(f"'{data}' has no '{target}' column; an audit compares decisions with the truth, so it needs labelled rows.")
     missing = frame[target].isna().to_numpy()

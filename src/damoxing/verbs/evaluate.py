@@ -96,7 +96,7 @@ def labelled_rows(predictor, path: str | Path) -> tuple[Any, np.ndarray]:
     from damoxing.inference.predictor import read_table_or_arrays
 
     target = predictor.preprocessing.target
-    inputs, targets = read_table_or_arrays(path, predictor.schema.kind, target)
+    inputs, targets = read_table_or_arrays(path, predictor.schema.kind, target, predictor.preprocessing)
     if targets is None:
         raise DataError(f"'{path}' has no target values ('{target}'); evaluate needs labelled data. Use `damoxing predict` for unlabelled inputs.")
     keep = ~_is_missing(targets)

@@ -107,7 +107,7 @@ def _inputs(predictor, input, n: int):
     if input is not None:
         from damoxing.inference.predictor import read_table_or_arrays
 
-        data, _ = read_table_or_arrays(input, kind, predictor.preprocessing.target)
+        data, _ = read_table_or_arrays(input, kind, predictor.preprocessing.target, predictor.preprocessing)
         data = data.iloc[:n].reset_index(drop=True) if hasattr(data, "iloc") else np.asarray(data)[:n]
         if len(data) == 0:
             raise DataError(f"'{input}' has no rows to explain.")

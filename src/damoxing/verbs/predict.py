@@ -25,7 +25,7 @@ def predict_file(run: str | Path, input: str | Path, out: Optional[str | Path] =
     if out is not None and Path(out).suffix.lower() not in (".csv", ".parquet"):
         raise UserError(f"--out '{out}' must end in .csv or .parquet.")
     predictor = load(run)
-    inputs, _ = read_table_or_arrays(input, predictor.schema.kind, predictor.preprocessing.target)
+    inputs, _ = read_table_or_arrays(input, predictor.schema.kind, predictor.preprocessing.target, predictor.preprocessing)
     frame = pd.DataFrame({"prediction": predictor.predict(inputs)})
     if predictor.task_name == "classification":
         proba = predictor.predict_proba(inputs)
