@@ -177,3 +177,32 @@ def test_distill_from_a_pretrained_encoder_to_a_small_transformer(tmp_path):
     assert report["quality"]["after"]["value"] == pytest.approx(recorded)  # the student read the rows through its own tokenizer
     assert report["size"]["after"]["params"] < report["size"]["before"]["params"]
     assert json.loads((result.path / "manifest.json").read_text())["derived_from"]["run"] == str(teacher)
+
+
+def test_distill_a_regressor_into_a_smaller_one(tmp_path):
+    from damoxing.api import compress, train
+
+    data = {"source": "builtin:diabetes", "split": {"val": 0.1, "test": 0.2, "seed": 0}}
+    teacher = train({"name": "teacher", "data": data, "model": {"type": "mlp", "hidden": [64, 32]},
+                     "train": {**TRAIN, "epochs": 30, "optimizer": {"name": "adam", "lr": 0.003}}, "evaluate": {"bootstrap": 0}},
+                    out=tmp_path / "teacher", quiet=True)
+    student = {"name": "student", "data": data, "model": {"type": "mlp", "hidden": [4]},
+               "train": {**TRAIN, "epochs": 30, "optimizer": {"name": "adam", "lr": 0.01}}}
+    result = compress(teacher.path, "distill", student=student, alpha=0.5, out=tmp_path / "student", threads=1, quiet=True)
+    report = result.report
+    assert report["quality"]["metric"] == "r2" and report["quality"]["after"]["value"] > 0.2  # it learned (the mean scores 0)
+    assert "temperature" not in report["settings"] and report["details"]["loss"].startswith("MSE(student, teacher's predictions)")
+    assert report["size"]["after"]["params"] * 5 < report["size"]["before"]["params"]
+
+
+def test_regression_distillation_loss_is_mse_to_the_teacher_plus_alpha_task_loss():
+    from damoxing.config import TrainConfig
+    from damoxing.optimize.distill import RegressionDistillationLoss, packed_regression_targets
+    from damoxing.tasks import TASKS
+
+    task = TASKS.get("regression")(TrainConfig())
+    student, targets, teacher = torch.tensor([[1.0], [3.0]]), torch.tensor([0.0, 2.0]), torch.tensor([2.0, 2.0])
+    value, _ = RegressionDistillationLoss(task, alpha=0.5).loss(lambda x: student, None, packed_regression_targets(targets, teacher))
+    matched = ((1 - 2) ** 2 + (3 - 2) ** 2) / 2
+    own = ((1 - 0) ** 2 + (3 - 2) ** 2) / 2  # the task's default loss: MSE
+    assert value.item() == pytest.approx(matched + 0.5 * own)

@@ -120,20 +120,23 @@ def distill_run(teacher, target: Path, student, temperature: float, alpha: float
     from damoxing.models.runtime import model_outputs
     from damoxing.optimize.distill import (
         DistillationLoss,
+        RegressionDistillationLoss,
         check_settings,
+        packed_regression_targets,
         packed_targets,
     )
     from damoxing.training.loop import Split
 
     check_settings(temperature, alpha)
-    if teacher.task_name != "classification":
-        raise UserError(f"--method distill trains a student on a classifier's softened class probabilities; '{teacher.path}' is a "
-                        f"{teacher.task_name} run. It can take --method quantize (or prune, for mlp and cnn).")
+    if teacher.task_name not in ("classification", "regression"):
+        raise UserError(f"--method distill trains a student on a classifier's softened class probabilities or a regressor's "
+                        f"predictions; '{teacher.path}' is a {teacher.task_name} run. It can take --method quantize.")
+    regression = teacher.task_name == "regression"
     config, base_dir = _student_config(teacher, student)
     prepared = run_data(teacher)
-    note(f"distilling {teacher.path} ({teacher.config.model.type}) into {config['model'].get('type')}: teacher logits on "
-         f"{len(prepared.x['train'])} training rows, computed once")
-    teacher_logits = model_outputs(teacher.model, torch.as_tensor(prepared.x["train"]), teacher.config.train.eval_batch_size)
+    note(f"distilling {teacher.path} ({teacher.config.model.type}) into {config['model'].get('type')}: teacher "
+         f"{'predictions' if regression else 'logits'} on {len(prepared.x['train'])} training rows, computed once")
+    teacher_outputs = model_outputs(teacher.model, torch.as_tensor(prepared.x["train"]), teacher.config.train.eval_batch_size)
     expected = split_indices(teacher.path)
 
     def adapt(model, task, data, train_split):
@@ -141,15 +144,21 @@ def distill_run(teacher, target: Path, student, temperature: float, alpha: float
             if not np.array_equal(np.asarray(data.indices.get(split, [])), rows):
                 raise UserError(f"The student's {split} rows differ from the teacher run's ('{teacher.path}'): its data.split or "
                                 "data settings pick other rows. Give the student the teacher's data section. Nothing was written.")
+        if regression:  # the teacher's predictions in its target units, then in the student's (its own target scaling)
+            values = np.asarray(teacher.preprocessing.decode_regression(teacher_outputs.cpu().numpy()), dtype=np.float64)
+            scaler = data.preprocessing.target_scaler
+            scaled = torch.as_tensor(np.asarray(scaler.transform(values) if scaler else values, dtype=np.float32))
+            return RegressionDistillationLoss(task, alpha), Split(train_split.x, packed_regression_targets(train_split.y, scaled))
         if list(data.schema.class_names or []) != list(teacher.schema.class_names or []):
             raise UserError(f"The student's classes {data.schema.class_names} are not the teacher's {teacher.schema.class_names}.")
-        return DistillationLoss(task, temperature, alpha), Split(train_split.x, packed_targets(train_split.y, teacher_logits))
+        return DistillationLoss(task, temperature, alpha), Split(train_split.x, packed_targets(train_split.y, teacher_outputs))
 
     student_name = str(student) if isinstance(student, (str, Path)) else "a config dict"
-    settings = {"student": student_name, "temperature": temperature, "alpha": alpha}
-    details = {"teacher": {"run": str(teacher.path), "model": teacher.config.model.type},
-               "loss": f"KL(teacher || student) at T={temperature:g} x T^2 + {alpha:g} x cross-entropy",
-               "teacher_logits": f"computed once on the {len(prepared.x['train'])} training rows before training",
+    settings = {"student": student_name, "alpha": alpha, **({} if regression else {"temperature": temperature})}
+    loss = (f"MSE(student, teacher's predictions) + {alpha:g} x the task's loss (a regressor has no distribution to soften: "
+            "no temperature)" if regression else f"KL(teacher || student) at T={temperature:g} x T^2 + {alpha:g} x cross-entropy")
+    details = {"teacher": {"run": str(teacher.path), "model": teacher.config.model.type}, "loss": loss,
+               "teacher_outputs": f"computed once on the {len(prepared.x['train'])} training rows before training",
                "note": f"a student distilled from '{teacher.path}'"}
     return _train_and_write(teacher, target, config, adapt, "distill", settings, details, threads,
                             student_rows=lambda run: torch.as_tensor(run_data(run).x["test"]))
@@ -169,7 +178,7 @@ def _student_config(teacher, student) -> tuple[dict, Optional[Path]]:
     cfg = load_config(student)
     if cfg.task is not None and cfg.task != teacher.task_name:
         raise UserError(f"The student's task is '{cfg.task}' but the teacher run's is '{teacher.task_name}'; a student learns the "
-                        "teacher's task. Set task: classification (or leave it out).")
+                        f"teacher's task. Set task: {teacher.task_name} (or leave it out).")
     theirs = teacher.config.data
     source = _resolved(cfg.data.source, base_dir)
     recorded = _source(teacher, read_json(teacher.path / "manifest.json"))
