@@ -50,7 +50,10 @@ def generated(table_run, tmp_path_factory):
     path = generate(table_run.path, n=600, out=out, seed=1)
     text = out.with_name("synthetic.quality.json").read_text()
     assert "NaN" not in text and "Infinity" not in text  # strict JSON
-    assert sorted(p.name for p in out.parent.iterdir()) == ["synthetic.csv", "synthetic.quality.json"]  # no leftovers
+    assert sorted(p.name for p in out.parent.iterdir()) == ["synthetic.csv", "synthetic.quality.html", "synthetic.quality.json"]
+    page = out.with_name("synthetic.quality.html").read_text()
+    assert all(f"<h2>{s}</h2>" in page for s in ("Fidelity", "Columns", "Correlations", "Privacy", "Utility"))
+    assert page.count("data:image/png;base64,") == 2  # the distributions and the correlation matrices
     return pd.read_csv(path), json.loads(text)
 
 

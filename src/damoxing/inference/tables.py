@@ -14,6 +14,7 @@ and the real held-out rows. `damoxing generate` (verbs/generate.py) writes both:
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -21,15 +22,16 @@ import pandas as pd
 
 from damoxing.core.console import warn
 from damoxing.core.errors import DataError, UserError
+from damoxing.inference.run_data import run_rows
 
 TABLE_SUFFIXES = (".csv", ".parquet")
 MAX_ROWS = 1_000_000
 LABEL_NAMES = ("label", "target", "y", "class")
 
 
-def quality_path(out: Path) -> Path:
-    """synthetic.csv -> synthetic.quality.json"""
-    return out.with_name(out.stem + ".quality.json")
+def quality_path(out: Path, suffix: str = ".json") -> Path:
+    """synthetic.csv -> synthetic.quality.json (or .quality.html)"""
+    return out.with_name(out.stem + ".quality" + suffix)
 
 
 def check_table_request(path: Path, out: Optional[Path], n: int, interpolate: bool) -> Path:
@@ -43,13 +45,23 @@ def check_table_request(path: Path, out: Optional[Path], n: int, interpolate: bo
         raise UserError(f"--out '{out}' must end in .csv or .parquet: '{path}' generates table rows.")
     if n < 1 or n > MAX_ROWS:
         raise UserError(f"--n is {n}; ask for between 1 and {MAX_ROWS:,} rows.")
-    for file in (out, quality_path(out)):
+    for file in (out, quality_path(out), quality_path(out, ".html")):
         if file.exists():
             raise UserError(f"'{file}' already exists; generate never overwrites a file. Choose another --out, or move the file away.")
     return out
 
 
-def synthesize(predictor, n: int, seed: int = 0, target: Optional[str] = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+@dataclass
+class Synthetic:
+    """Generated rows, their quality report, and the real rows the report compared them with."""
+
+    rows: pd.DataFrame
+    report: dict[str, Any]  # fidelity, privacy and utility blocks, or `skipped` with the reason
+    train: Optional[pd.DataFrame]  # the run's real training rows (None: its data could not be read again)
+    kinds: dict[str, str]  # column -> numeric | categorical | date
+
+
+def synthesize(predictor, n: int, seed: int = 0, target: Optional[str] = None) -> Synthetic:
     """n rows from a vae/gan table run in its original columns, and their quality report.
 
     Args:
@@ -58,12 +70,21 @@ def synthesize(predictor, n: int, seed: int = 0, target: Optional[str] = None) -
         seed: the noise seed (and the seed of the missing values and of the quality checks).
         target: the label column for the train-synthetic-test-real check (default: data.target,
             else a column named label/target/y/class; None found: the check is skipped).
-    Returns:
-        (the rows, the report: fidelity, privacy and utility blocks, or `skipped` with the reason).
     """
     target = label_column(predictor, target)
     rows = sample_rows(predictor, n, seed)
-    return rows, quality(predictor, rows, target, seed)
+    kinds = {str(c["name"]): c["kind"] for c in predictor.preprocessing.inputs.columns_}
+    report: dict[str, Any] = {"run": str(predictor.path), "rows": len(rows), "seed": seed, "columns": kinds}
+    try:
+        splits = run_rows(predictor)
+    except (DataError, OSError) as e:
+        warn(f"the quality report is skipped: the run's data cannot be read again ({e})")
+        return Synthetic(rows, {**report, "skipped": f"the run's data cannot be read again: {e}"}, None, kinds)
+    splits = {name: part[list(rows.columns)] for name, part in splits.items()}  # the columns the model reads
+    train = splits.get("train", pd.DataFrame(columns=list(rows.columns)))
+    held_out = next((splits[s] for s in ("test", "val") if len(splits.get(s, ())) >= 2), None)
+    report.update(quality(predictor, rows, train, held_out, kinds, target, seed))
+    return Synthetic(rows, report, train, kinds)
 
 
 def sample_rows(predictor, n: int, seed: int) -> pd.DataFrame:
@@ -93,34 +114,20 @@ def label_column(predictor, target: Optional[str]) -> Optional[str]:
     return next((c for c in columns if c.lower() in LABEL_NAMES), None)
 
 
-def quality(predictor, synthetic: pd.DataFrame, target: Optional[str], seed: int) -> dict[str, Any]:
-    """The fidelity / privacy / utility blocks (evaluation/synthetic.py) of `synthetic` against the run's rows."""
+def quality(predictor, synthetic: pd.DataFrame, train: pd.DataFrame, held_out: Optional[pd.DataFrame], kinds: dict[str, str],
+            target: Optional[str], seed: int) -> dict[str, Any]:
+    """The fidelity / privacy / utility blocks (evaluation/synthetic.py) of `synthetic` against the run's real rows."""
     from damoxing.evaluation import synthetic as measure
-    from damoxing.inference.run_data import run_rows
 
-    report: dict[str, Any] = {"run": str(predictor.path), "rows": len(synthetic), "seed": seed,
-                              "columns": {str(c["name"]): c["kind"] for c in predictor.preprocessing.inputs.columns_}}
-    try:
-        splits = run_rows(predictor)
-    except (DataError, OSError) as e:
-        warn(f"the quality report is skipped: the run's data cannot be read again ({e})")
-        report["skipped"] = f"the run's data cannot be read again: {e}"
-        return report
-    kept = list(synthetic.columns)  # the columns the model reads (id, free text and constant columns were dropped)
-    splits = {name: rows[kept] for name, rows in splits.items()}
-    train = splits.get("train", pd.DataFrame(columns=kept))
-    held_out = next((splits[s] for s in ("test", "val") if len(splits.get(s, ())) >= 2), None)
     if len(train) < 2:
-        report["skipped"] = "the run's training split has fewer than 2 rows"
-        return report
-    kinds = {c["name"]: c["kind"] for c in predictor.preprocessing.inputs.columns_}
+        return {"skipped": "the run's training split has fewer than 2 rows"}
     encode = predictor.preprocessing.inputs.transform
     baseline = measure.independent_columns(train, len(synthetic), seed)
-    report["fidelity"] = {"synthetic": measure.fidelity(train, synthetic, kinds, encode, seed),
-                          "baseline": measure.fidelity(train, baseline, kinds, encode, seed)}
+    report: dict[str, Any] = {"fidelity": {"synthetic": measure.fidelity(train, synthetic, kinds, encode, seed),
+                                           "baseline": measure.fidelity(train, baseline, kinds, encode, seed)}}
     if held_out is None:
-        report["privacy"] = report["utility"] = {"skipped": "the run has no held-out rows (test or val split) to compare with"}
-        return report
+        skipped = {"skipped": "the run has no held-out rows (test or val split) to compare with"}
+        return {**report, "privacy": skipped, "utility": skipped}
     report["held_out_rows"] = len(held_out)
     report["fidelity"]["reference"] = measure.fidelity(train, held_out, kinds, encode, seed)
     train_x, held_x = encode(train), encode(held_out)

@@ -59,19 +59,22 @@ def generate(run: str | Path, *, prompt: str = "", max_new_tokens: int = 100, te
 def generate_table(run: str | Path, n: Optional[int], seed: int, out: str | Path | None, target: Optional[str] = None,
                    interpolate: bool = False) -> Path:
     """n rows (default: as many as the training split) from a vae/gan table run, written to `out`
-    (.csv or .parquet) with FILE.quality.json beside it; neither file may exist. Returns `out`."""
+    (.csv or .parquet) with FILE.quality.json and FILE.quality.html beside it; none may exist. Returns `out`."""
     from damoxing.inference.run_data import split_indices
     from damoxing.inference.tables import check_table_request, quality_path, summary_lines, synthesize
-    from damoxing.verbs.outputs import write_json, write_table
+    from damoxing.report.synthetic import build_page
+    from damoxing.verbs.outputs import write_file, write_json, write_table
 
     predictor = load(run)
     n = n if n is not None else max(len(split_indices(predictor.path).get("train", ())), 1)
     out = check_table_request(predictor.path, out, n, interpolate)
-    rows, report = synthesize(predictor, n, seed, target)
-    write_table(rows, out)
-    write_json(quality_path(out), report)
-    note(f"wrote {len(rows):,} synthetic rows x {rows.shape[1]} columns to {out}")
-    for line in summary_lines(report):
+    made = synthesize(predictor, n, seed, target)
+    write_table(made.rows, out)
+    write_json(quality_path(out), made.report)
+    page = build_page(made.report, made.train, made.rows, made.kinds, out.name)
+    write_file(quality_path(out, ".html"), lambda tmp: tmp.write_text(page))
+    note(f"wrote {len(made.rows):,} synthetic rows x {made.rows.shape[1]} columns to {out}")
+    for line in summary_lines(made.report):
         note(line)
-    note(f"quality report: {quality_path(out)}")
+    note(f"quality report: {quality_path(out)} ({quality_path(out, '.html').name} to read)")
     return out
