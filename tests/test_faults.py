@@ -386,7 +386,7 @@ def tiny_lm(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("options, pattern", [
-    ({"out": "x.png"}, "--out is for image generators"), ({"n": 3}, "--n is for image generators"),
+    ({"out": "x.png"}, "--out is for vae and gan runs"), ({"n": 3}, "--n is for vae and gan runs"),
     ({"temperature": float("nan")}, "--temperature is nan"), ({"top_p": float("nan")}, "--top-p is nan"),
 ])
 def test_generate_refuses_options_a_language_model_would_ignore_and_nan(tiny_lm, options, pattern):

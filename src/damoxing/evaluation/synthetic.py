@@ -105,15 +105,15 @@ def two_sample_auc(real: np.ndarray, other: np.ndarray, seed: int) -> float:
     return float(cross_val_score(model, x, y, cv=folds, scoring="roc_auc").mean())
 
 
-def fidelity(train: pd.DataFrame, other: pd.DataFrame, kinds: dict[str, str], encode: Callable[[pd.DataFrame], np.ndarray],
+def fidelity(train: pd.DataFrame, train_x: np.ndarray, other: pd.DataFrame, other_x: np.ndarray, kinds: dict[str, str],
              seed: int) -> dict[str, Any]:
-    """The fidelity block of `other` rows against the real training rows."""
+    """The fidelity block of `other` rows against the real training rows (`*_x`: the rows in model space)."""
     columns = column_distances(train, other, kinds)
     distances = [row.get("ks", row.get("tvd")) for row in columns.values()]
     present = [d for d in distances if d is not None]
     return {"rows": len(other), "columns": columns, "mean_column_distance": float(np.mean(present)) if present else None,
             "correlation": correlation_difference(train, other, kinds),
-            "two_sample_auc": two_sample_auc(encode(train), encode(other), seed)}
+            "two_sample_auc": two_sample_auc(train_x, other_x, seed)}
 
 
 # ---------------------------------------------------------------------------------------------- privacy

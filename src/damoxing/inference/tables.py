@@ -123,16 +123,17 @@ def quality(predictor, synthetic: pd.DataFrame, train: pd.DataFrame, held_out: O
         return {"skipped": "the run's training split has fewer than 2 rows"}
     encode = predictor.preprocessing.inputs.transform
     baseline = measure.independent_columns(train, len(synthetic), seed)
-    report: dict[str, Any] = {"fidelity": {"synthetic": measure.fidelity(train, synthetic, kinds, encode, seed),
-                                           "baseline": measure.fidelity(train, baseline, kinds, encode, seed)}}
+    train_x, synthetic_x, baseline_x = encode(train), encode(synthetic), encode(baseline)
+    report: dict[str, Any] = {"fidelity": {"synthetic": measure.fidelity(train, train_x, synthetic, synthetic_x, kinds, seed),
+                                           "baseline": measure.fidelity(train, train_x, baseline, baseline_x, kinds, seed)}}
     if held_out is None:
         skipped = {"skipped": "the run has no held-out rows (test or val split) to compare with"}
         return {**report, "privacy": skipped, "utility": skipped}
+    held_x = encode(held_out)
     report["held_out_rows"] = len(held_out)
-    report["fidelity"]["reference"] = measure.fidelity(train, held_out, kinds, encode, seed)
-    train_x, held_x = encode(train), encode(held_out)
-    report["privacy"] = {"synthetic": measure.closeness(encode(synthetic), train_x, held_x, seed),
-                         "baseline": measure.closeness(encode(baseline), train_x, held_x, seed)}
+    report["fidelity"]["reference"] = measure.fidelity(train, train_x, held_out, held_x, kinds, seed)
+    report["privacy"] = {"synthetic": measure.closeness(synthetic_x, train_x, held_x, seed),
+                         "baseline": measure.closeness(baseline_x, train_x, held_x, seed)}
     if target is None:
         report["utility"] = {"skipped": "no label column: pass --target COLUMN (or set data.target) to train on synthetic rows and test on real ones"}
     else:

@@ -32,7 +32,7 @@ def generate(run: str | Path, *, prompt: str = "", max_new_tokens: int = 100, te
     """New data from a saved run. Language models: the continuation of `prompt` (streamed to `on_text`
     piece by piece). vae/gan on images: `n` images (default 64) written to `out` (.png grid or .npz);
     vae/gan on a table: `n` rows (default: as many as the training split) written to `out` (.csv or
-    .parquet) with FILE.quality.json beside it (`target`: the label column of its utility check).
+    .parquet) with FILE.quality.json and .html beside it (`target`: the label column of its utility check).
     Returns the file's path."""
     if run_task(run) == "generation":
         if run_kind(run) == "table":
@@ -45,7 +45,7 @@ def generate(run: str | Path, *, prompt: str = "", max_new_tokens: int = 100, te
         ignored = [name for name, given in (("--out", out is not None), ("--n", n is not None), ("--interpolate", interpolate),
                                             ("--target", target is not None)) if given]
         if ignored:  # image options a language model would silently ignore
-            raise UserError(f"{', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} for image generators (vae, gan); "
+            raise UserError(f"{', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} for vae and gan runs (images or table rows); "
                             f"'{predictor.path}' is a language model, which continues --prompt and prints the text. "
                             "Leave them out, or redirect the output to a file.")
         return generate_text(predictor, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
