@@ -15,6 +15,7 @@ TEMPLATES = {
     "language-model": "a GPT-style language model on your .txt corpus; then `damoxing generate`",
     "vae-digits": "a variational autoencoder generating 8x8 digits (loss = negative ELBO; sample grids)",
     "gan-digits": "a DCGAN generating 8x8 digits (two players, two optimizers; sample grids)",
+    "synthetic-table": "a vae on a table (breast_cancer, or yours); then `damoxing generate --out rows.csv` with a quality report",
     "tune-digits": "a hyperparameter search (optuna) over seed 002's MLP on digits: `damoxing tune`",
 }
 
