@@ -160,3 +160,89 @@ def test_a_model_opacus_cannot_train_is_refused_naming_the_layer(cli, tmp_path, 
     result = cli("train", path, "--out", tmp_path / "run")
     assert result.code == 2 and "Traceback" not in result.err
     assert "TransformerEncoder" in result.err and "differential privacy" in result.err
+
+
+def tiny_net(kind: str):
+    """(model, one row's shape): an MLP, or a DPLSTM (its gates are RNNLinear layers whose
+    per-sample gradients add up over the time steps) under a linear head."""
+    import torch
+    from opacus.layers import DPLSTM
+
+    if kind == "mlp":
+        return torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)), (12,)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.head = DPLSTM(4, 8, batch_first=True), torch.nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0][:, -1])
+
+    return Net(), (5, 4)
+
+
+def dp_weights(kind: str, fast: bool, monkeypatch) -> "torch.Tensor":
+    """A model's weights after a few DP-SGD steps (Poisson batches, some cut into two physical
+    batches), with trust/fast_dp.py's speed-ups or with opacus as it is."""
+    import warnings
+
+    import opacus.grad_sample.grad_sample_module as gsm
+    import torch
+    from opacus import PrivacyEngine
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from damoxing.trust.fast_dp import install, speed_up
+
+    install()
+    if not fast:
+        monkeypatch.setattr(gsm, "create_or_accumulate_grad_sample", gsm.create_or_accumulate_grad_sample.opacus_version)
+    torch.manual_seed(0)
+    model, shape = tiny_net(kind)
+    x = torch.randn(120, *shape)
+    y = torch.randint(0, 3, (120,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, optimizer, _ = PrivacyEngine().make_private(
+            module=model, optimizer=torch.optim.Adam(model.parameters(), lr=0.01), data_loader=DataLoader(TensorDataset(x), batch_size=16),
+            noise_multiplier=1.1, max_grad_norm=0.5, wrap_model=False, noise_generator=torch.Generator().manual_seed(1))
+    optimizer = speed_up(optimizer) if fast else optimizer
+    draw = torch.Generator().manual_seed(2)
+    for step in range(6):
+        rows = (torch.rand(120, generator=draw) < 16 / 120).nonzero().flatten()
+        parts = (rows[:5], rows[5:]) if step % 2 else (rows,)
+        for i, part in enumerate(parts):
+            warnings.filterwarnings("ignore", message="Full backward hook")
+            torch.nn.functional.cross_entropy(model(x[part]), y[part]).backward()
+            if i < len(parts) - 1:
+                optimizer.signal_skip_step(do_skip=True)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+@pytest.mark.parametrize("kind", ["mlp", "lstm"])
+def test_the_fast_dp_step_gives_opacus_weights_bit_for_bit(kind, monkeypatch):
+    import torch
+
+    from damoxing.trust.fast_dp import fast_optimizer_class
+
+    with monkeypatch.context() as patch:
+        reference = dp_weights(kind, False, patch)
+    fast = dp_weights(kind, True, monkeypatch)
+    assert torch.equal(fast, reference)  # the same clipping, noise draws and scaling: not one bit apart
+    assert fast_optimizer_class().__name__ == "FastDPOptimizer"
+
+
+def test_the_memoised_accountant_gives_opacus_epsilon():
+    from opacus.accountants import PRVAccountant, RDPAccountant
+    from opacus.accountants.analysis import rdp
+
+    from damoxing.trust.fast_dp import install
+
+    install()
+    assert rdp._compute_rdp.__wrapped__(0.05, 1.3, 7.5) == rdp._compute_rdp(0.05, 1.3, 7.5) == rdp._compute_rdp(0.05, 1.3, 7.5)
+    for accountant in (PRVAccountant(), RDPAccountant()):
+        accountant.history = [(1.3, 0.05, 40)]
+        first = accountant.get_epsilon(1e-5)
+        assert accountant.get_epsilon(1e-5) == first and 0 < first < 10
