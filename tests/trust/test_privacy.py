@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import ClassVar, Literal
 
 import pytest
+import torch
 from conftest import write_yaml
+
+from damoxing.config import ModelConfigBase
 
 QUIET = {"evaluate": {"bootstrap": 0}, "tracking": {"report": False}, "cost": {"enabled": False}}
 
@@ -246,3 +250,59 @@ def test_the_memoised_accountant_gives_opacus_epsilon():
         accountant.history = [(1.3, 0.05, 40)]
         first = accountant.get_epsilon(1e-5)
         assert accountant.get_epsilon(1e-5) == first and 0 < first < 10
+
+
+class AttentionConfig(ModelConfigBase):
+    type: Literal["attention_probe"] = "attention_probe"
+    PRESETS: ClassVar[dict] = {}
+
+
+class AttentionProbe(torch.nn.Module):
+    """A tiny sequence classifier around nn.MultiheadAttention (at module level: opacus's fix deep-copies it)."""
+
+    config_class = AttentionConfig
+    input_kinds = frozenset({"sequence"})
+
+    def __init__(self, n_features: int, n_outputs: int):
+        super().__init__()
+        self.embed = torch.nn.Linear(n_features, 16)
+        self.attn = torch.nn.MultiheadAttention(16, 2, batch_first=True)
+        self.head = torch.nn.Linear(16, n_outputs)
+
+    @classmethod
+    def from_config(cls, config, schema):
+        return cls(schema.input_shape[-1], schema.n_outputs)
+
+    def forward(self, x):
+        h = self.embed(x)
+        return self.head(self.attn(h, h, h, need_weights=False)[0].mean(1))
+
+
+@pytest.fixture
+def attention_family():
+    """AttentionProbe registered as a family for one test (no built-in family uses nn.MultiheadAttention:
+    the transformer's attention is its own, over scaled_dot_product_attention)."""
+    from damoxing.models.registry import MODELS
+    from damoxing.spec import config_class
+
+    MODELS.register("attention_probe")(AttentionProbe)
+    config_class.cache_clear()
+    yield "attention_probe"
+    MODELS._entries.pop("attention_probe")
+    config_class.cache_clear()
+
+
+def test_multihead_attention_trains_as_dp_attention_and_the_run_predicts(tmp_path, sequences, attention_family):
+    import numpy as np
+
+    from damoxing.api import evaluate, load, train
+
+    run = train(dp_config({"epsilon": 8.0}, model={"type": attention_family}, source=sequences, epochs=1), out=tmp_path / "attn", quiet=True)
+    assert run.manifest["privacy"]["replaced_layers"] == [{"layer": "attn", "from": "MultiheadAttention", "to": "DPMultiheadAttention"}]
+    assert run.manifest["privacy"]["epsilon"] <= 8.0 * 1.001
+    loaded = load(run.path)
+    assert type(loaded.model.attn).__name__ == "DPMultiheadAttention"  # rebuilt before the weights load
+    rows = np.load(sequences)["x"][:5]
+    assert len(loaded.predict(rows)) == 5
+    assert evaluate(run.path)["metrics"]["accuracy"] == pytest.approx(run.metrics["test"]["accuracy"])
+    assert not any(isinstance(m, torch.nn.MultiheadAttention) for m in loaded.model.modules())

@@ -22,10 +22,11 @@ plain opacus):
                        of (sample rate, noise multiplier, order); it is memoised. The noise search
                        evaluates it twice per candidate (the PRV accountant's domain bound asks
                        for the whole run and for one step) and every epoch's epsilon again for
-                       the same noise: those become look-ups.
+                       the same noise: those become look-ups. `install()` empties the memo, so
+                       each run pays for its own search (a benchmark's repeats included).
 
-`install()` puts the last two in place (module attributes of opacus; idempotent); `speed_up`
-swaps a made-private optimizer's class when it is a plain DPOptimizer.
+`install()` puts the last two in place (module attributes of opacus; once per process) and starts
+the memo afresh; `speed_up` swaps a made-private optimizer's class when it is a plain DPOptimizer.
 """
 
 from __future__ import annotations
@@ -38,18 +39,17 @@ _INSTALLED = False
 
 
 def install() -> None:
-    """Put own_grad_samples and the memoised RDP into opacus (once per process)."""
+    """Put own_grad_samples and the memoised RDP into opacus (once per process); empty the memo."""
     global _INSTALLED
-    if _INSTALLED:
-        return
     import opacus.accountants.analysis.prv.prvs as prvs
     import opacus.accountants.analysis.rdp as rdp
     import opacus.grad_sample.grad_sample_module as gsm
 
-    memo = functools.lru_cache(maxsize=65536)(rdp._compute_rdp)
-    rdp._compute_rdp = prvs._compute_rdp = memo
-    gsm.create_or_accumulate_grad_sample = own_grad_samples(gsm.create_or_accumulate_grad_sample)
-    _INSTALLED = True
+    if not _INSTALLED:
+        rdp._compute_rdp = prvs._compute_rdp = functools.lru_cache(maxsize=65536)(rdp._compute_rdp)
+        gsm.create_or_accumulate_grad_sample = own_grad_samples(gsm.create_or_accumulate_grad_sample)
+        _INSTALLED = True
+    rdp._compute_rdp.cache_clear()
 
 
 def own_grad_samples(opacus_version):
