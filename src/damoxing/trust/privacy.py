@@ -146,7 +146,9 @@ class PoissonBatches:
 
     def batches(self, order: torch.Tensor, start: int = 0) -> Iterator[tuple[torch.Tensor, Optional[torch.Tensor]]]:
         for indices in self.loader.batch_sampler:  # opacus's Poisson sampler; the loop's permutation is unused
-            rows = torch.as_tensor(indices, dtype=torch.long, device=self.x.device)  # gathered here: no per-row collate
+            # gathered here (no per-row collate); the row ids made on the host and copied without
+            # blocking: a list turned into a tensor on a GPU directly is a synchronous copy each step
+            rows = torch.as_tensor(indices, dtype=torch.long).to(self.x.device, non_blocking=True)
             x = self.x[rows].to(self.device, non_blocking=True)
             yield x, None if self.y is None else self.y[rows].to(self.device, non_blocking=True)
 
