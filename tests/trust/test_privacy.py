@@ -186,7 +186,7 @@ def tiny_net(kind: str):
     return Net(), (5, 4)
 
 
-def dp_weights(kind: str, fast: bool, monkeypatch) -> "torch.Tensor":
+def dp_weights(kind: str, fast: bool, monkeypatch) -> torch.Tensor:
     """A model's weights after a few DP-SGD steps (Poisson batches, some cut into two physical
     batches), with trust/fast_dp.py's speed-ups or with opacus as it is."""
     import warnings

@@ -41,9 +41,9 @@ _INSTALLED = False
 def install() -> None:
     """Put own_grad_samples and the memoised RDP into opacus (once per process); empty the memo."""
     global _INSTALLED
-    import opacus.accountants.analysis.prv.prvs as prvs
-    import opacus.accountants.analysis.rdp as rdp
     import opacus.grad_sample.grad_sample_module as gsm
+    from opacus.accountants.analysis import rdp
+    from opacus.accountants.analysis.prv import prvs
 
     if not _INSTALLED:
         rdp._compute_rdp = prvs._compute_rdp = functools.lru_cache(maxsize=65536)(rdp._compute_rdp)
@@ -81,7 +81,11 @@ def speed_up(optimizer):
 @functools.cache
 def fast_optimizer_class():
     from opacus.optimizers import DPOptimizer
-    from opacus.optimizers.optimizer import _check_processed_flag, _generate_noise, _mark_as_processed
+    from opacus.optimizers.optimizer import (
+        _check_processed_flag,
+        _generate_noise,
+        _mark_as_processed,
+    )
 
     class FastDPOptimizer(DPOptimizer):
         """DPOptimizer with its clipping, noise and scaling done in fewer operations (module docstring)."""
@@ -111,7 +115,7 @@ def fast_optimizer_class():
                 super().clip_and_accumulate()
                 return
             flat = [g.reshape(n, -1) for g in samples]
-            norms = torch.stack([f.norm(2, dim=-1).to(flat[0].device) for f in flat], dim=1).norm(2, dim=1)
+            norms = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(f, dim=-1).to(flat[0].device) for f in flat], dim=1), dim=1)
             factor = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
             for p, f in zip(params, flat):
                 _check_processed_flag(p.grad_sample)
