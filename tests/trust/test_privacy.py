@@ -186,9 +186,9 @@ def tiny_net(kind: str):
     return Net(), (5, 4)
 
 
-def dp_weights(kind: str, fast: bool, monkeypatch) -> torch.Tensor:
+def dp_weights(kind: str, fast: bool, monkeypatch, steps: int = 6) -> torch.Tensor:
     """A model's weights after a few DP-SGD steps (Poisson batches, some cut into two physical
-    batches), with trust/fast_dp.py's speed-ups or with opacus as it is."""
+    batches), with trust/fast_dp.py's speed-ups (factored Linear gradients included) or with opacus as it is."""
     import warnings
 
     import opacus.grad_sample.grad_sample_module as gsm
@@ -207,12 +207,12 @@ def dp_weights(kind: str, fast: bool, monkeypatch) -> torch.Tensor:
     y = torch.randint(0, 3, (120,))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _, optimizer, _ = PrivacyEngine().make_private(
+        hooks, optimizer, _ = PrivacyEngine().make_private(
             module=model, optimizer=torch.optim.Adam(model.parameters(), lr=0.01), data_loader=DataLoader(TensorDataset(x), batch_size=16),
             noise_multiplier=1.1, max_grad_norm=0.5, wrap_model=False, noise_generator=torch.Generator().manual_seed(1))
-    optimizer = speed_up(optimizer) if fast else optimizer
+    optimizer = speed_up(optimizer, hooks) if fast else optimizer
     draw = torch.Generator().manual_seed(2)
-    for step in range(6):
+    for step in range(steps):
         rows = (torch.rand(120, generator=draw) < 16 / 120).nonzero().flatten()
         parts = (rows[:5], rows[5:]) if step % 2 else (rows,)
         for i, part in enumerate(parts):
@@ -226,15 +226,16 @@ def dp_weights(kind: str, fast: bool, monkeypatch) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("kind", ["mlp", "lstm"])
-def test_the_fast_dp_step_gives_opacus_weights_bit_for_bit(kind, monkeypatch):
-    import torch
-
+def test_the_fast_dp_step_gives_opacus_weights(kind, monkeypatch):
     from damoxing.trust.fast_dp import fast_optimizer_class
 
     with monkeypatch.context() as patch:
         reference = dp_weights(kind, False, patch)
     fast = dp_weights(kind, True, monkeypatch)
-    assert torch.equal(fast, reference)  # the same clipping, noise draws and scaling: not one bit apart
+    # the same clipping, noise draws and scaling; a factored Linear gradient's norm and clipped sum
+    # are summed in another order, so the weights agree to float rounding, not bit for bit
+    assert torch.allclose(fast, reference, rtol=1e-5, atol=1e-6)
+    assert (reference - dp_weights(kind, False, monkeypatch, steps=0)).abs().max() > 1e-3  # the steps moved the weights
     assert fast_optimizer_class().__name__ == "FastDPOptimizer"
 
 

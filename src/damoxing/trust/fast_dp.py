@@ -1,23 +1,33 @@
-"""Exact speed-ups of opacus's DP-SGD: the same clipping, noise and accounting, less fixed work.
+"""Speed-ups of opacus's DP-SGD: the same clipping, noise and accounting, less work per step.
 
-On a small model a DP-SGD step is mostly opacus's fixed per-step work, not arithmetic
-(BENCHMARKS.md, privacy). Three pieces of it are done here more cheaply, each computing what
-opacus computes (tests/trust/test_privacy.py checks that a run's weights are bit for bit those of
-plain opacus):
+On a small model a DP-SGD step is mostly opacus's fixed per-step work and passes over per-sample
+gradients, not the model's arithmetic (BENCHMARKS.md, privacy). Four pieces are done here more
+cheaply, each computing what opacus computes (tests/trust/test_privacy.py trains an MLP and a
+DPLSTM both ways and compares the weights):
 
     FastDPOptimizer    opacus's DPOptimizer (flat clipping, one process) with the clipped sum
                        taken as one matrix-vector product per parameter (opacus: an einsum), the
                        noise drawn without a zero-filled tensor beside it, and the division by the
                        expected batch size counting the accumulated passes once (opacus: once
-                       per parameter). The per-sample norms, the clip factor
-                       min(1, C / (norm + 1e-6)), the noise's standard deviation (sigma * C), its
-                       generator and the order of its draws are opacus's.
+                       per parameter). The clip factor min(1, C / (|g_n| + 1e-6)) over all
+                       parameters, the noise's standard deviation (sigma * C), its generator and
+                       the order of its draws are opacus's.
+    factored_linear    an nn.Linear on rows (2-d input): sample n's weight gradient is the outer
+                       product b_n a_n^T of its backprop and its input, so its norm is
+                       |b_n| |a_n| and the clipped sum is (factor * B)^T A, one small matrix
+                       product; the (N, out, in) per-sample tensor opacus writes, reads for the
+                       norms and reads again for the sum is never made. The same numbers summed
+                       in another order: weights agree with opacus's to float rounding (about
+                       1e-7 relative), not bit for bit. Only on the hooks of a run whose
+                       optimizer is a FastDPOptimizer (`speed_up`); a sequence's (N, T, F) input,
+                       a layer met twice in one pass and a padded batch take opacus's way.
     own_grad_samples   a layer's per-sample gradients, once computed by its grad sampler, are kept
                        as they are: opacus copies each into a fresh zero-filled tensor first (for
-                       a 64 -> 128 layer at batch 64, 2 MB written twice a step). A ragged batch
-                       (RNN time steps of packed sequences) still goes through opacus's copy, and
-                       a second pass over the same layer adds out of place, so nothing is ever
-                       written into the grad sampler's result.
+                       a 64 -> 128 layer at batch 64, 2 MB written twice a step, and the page
+                       faults of a fresh allocation). A ragged batch (RNN time steps of packed
+                       sequences) still goes through opacus's copy, and a second pass over the
+                       same layer adds out of place, so nothing is written into a grad sampler's
+                       result.
     memo_rdp           the RDP of the sampled Gaussian mechanism at one order is a pure function
                        of (sample rate, noise multiplier, order); it is memoised. The noise search
                        evaluates it twice per candidate (the PRV accountant's domain bound asks
@@ -26,7 +36,8 @@ plain opacus):
                        each run pays for its own search (a benchmark's repeats included).
 
 `install()` puts the last two in place (module attributes of opacus; once per process) and starts
-the memo afresh; `speed_up` swaps a made-private optimizer's class when it is a plain DPOptimizer.
+the memo afresh; `speed_up` swaps a made-private optimizer's class when it is a plain DPOptimizer
+and gives that run's hooks the factored Linear.
 """
 
 from __future__ import annotations
@@ -53,28 +64,65 @@ def install() -> None:
 
 
 def own_grad_samples(opacus_version):
-    """opacus's create_or_accumulate_grad_sample, without the copy into zeros for a full batch."""
+    """opacus's create_or_accumulate_grad_sample, without the copy into zeros for a full batch;
+    a factored Linear gradient (factored_linear) is kept as it is unless it must be added to or
+    padded, then it is made whole first."""
 
     def create_or_accumulate_grad_sample(*, param: torch.Tensor, grad_sample: torch.Tensor, max_batch_len: int) -> None:
         if not param.requires_grad:
             return
+        current = getattr(param, "_current_grad_sample", None)
+        if grad_sample.shape[0] != max_batch_len or current is not None:  # padded or added to: whole tensors
+            grad_sample, current = whole(grad_sample), None if current is None else whole(current)
+            if current is not None:
+                param._current_grad_sample = current
         if grad_sample.shape[0] != max_batch_len:  # padded into a max_batch_len tensor: opacus's way
             opacus_version(param=param, grad_sample=grad_sample, max_batch_len=max_batch_len)
             return
-        current = getattr(param, "_current_grad_sample", None)
         param._current_grad_sample = grad_sample if current is None else current + grad_sample
 
     create_or_accumulate_grad_sample.opacus_version = opacus_version  # what it replaces (the tests compare the two)
     return create_or_accumulate_grad_sample
 
 
-def speed_up(optimizer):
+def factored_linear(layer: torch.nn.Linear, activations: list, backprops: torch.Tensor) -> dict:
+    """Per-sample gradients of an nn.Linear. On rows (2-d input) sample n's weight gradient is the
+    outer product b_n a_n^T; it is handed on as those two factors (a stand-in of the gradient's
+    shape that holds no memory, the factors attached), never written out: FastDPOptimizer takes
+    its norm as |b_n| |a_n| and the clipped sum as (factor * B)^T A. Anything else (a sequence's
+    (N, T, F) input): opacus's grad sampler."""
+    from opacus.grad_sample.linear import compute_linear_grad_sample
+
+    a = activations[0]
+    if a.dim() != 2 or not layer.weight.requires_grad:
+        return compute_linear_grad_sample(layer, activations, backprops)
+    a = a.to(backprops.dtype)
+    stand_in = backprops.new_empty(()).expand(a.shape[0], *layer.weight.shape)
+    stand_in._factors = (backprops, a)
+    out = {layer.weight: stand_in}
+    if layer.bias is not None and layer.bias.requires_grad:
+        out[layer.bias] = backprops  # opacus's einsum("n...k->nk") of a 2-d backprop: the backprop itself
+    return out
+
+
+def whole(grad_sample: torch.Tensor) -> torch.Tensor:
+    """A per-sample gradient as a tensor: a factored one multiplied out (opacus's einsum), else itself."""
+    factors = getattr(grad_sample, "_factors", None)
+    return grad_sample if factors is None else torch.einsum("n...i,n...j->nij", *factors)
+
+
+def speed_up(optimizer, hooks=None):
     """The made-private optimizer as a FastDPOptimizer when it is opacus's plain DPOptimizer (flat
-    clipping, one process); any other kind is returned as it is."""
+    clipping, one process), and then `hooks` (opacus's GradSampleHooks on the model) hand its
+    nn.Linear layers' gradients on factored (factored_linear; for these hooks only, opacus's table
+    of grad samplers is left as it is). Any other kind of optimizer is returned as it is."""
+    import torch.nn as nn
     from opacus.optimizers import DPOptimizer
 
     if type(optimizer) is DPOptimizer:
         optimizer.__class__ = fast_optimizer_class()
+        if hooks is not None:
+            hooks.GRAD_SAMPLERS = {**type(hooks).GRAD_SAMPLERS, nn.Linear: factored_linear}
     return optimizer
 
 
@@ -112,14 +160,23 @@ def fast_optimizer_class():
             samples = [self._get_flat_grad_sample(p) for p in params]
             n = len(samples[0])
             if n == 0:  # an empty Poisson batch: opacus's own handling
+                samples = [whole(g) for g in samples]
+                for p, g in zip(params, samples):
+                    p.grad_sample = g
                 super().clip_and_accumulate()
                 return
-            flat = [g.reshape(n, -1) for g in samples]
-            norms = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(f, dim=-1).to(flat[0].device) for f in flat], dim=1), dim=1)
+            factors = [getattr(g, "_factors", None) for g in samples]
+            flat = [g.reshape(n, -1) if f is None else None for g, f in zip(samples, factors)]
+            device = samples[0].device
+            norms = torch.linalg.vector_norm(torch.stack([sample_norms(g, f).to(device) for g, f in zip(flat, factors)], dim=1), dim=1)
             factor = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
-            for p, f in zip(params, flat):
+            for p, g, f in zip(params, flat, factors):
                 _check_processed_flag(p.grad_sample)
-                grad = (factor.to(f.device, p.dtype) @ f.to(p.dtype)).view_as(p)  # sum_i factor_i * g_i
+                if f is None:
+                    grad = (factor.to(g.device, p.dtype) @ g.to(p.dtype)).view_as(p)  # sum_i factor_i * g_i
+                else:  # sum_i factor_i * b_i a_i^T
+                    b, a = f
+                    grad = ((factor.to(b.device, p.dtype)[:, None] * b.to(p.dtype)).T @ a.to(p.dtype)).view_as(p)
                 p.summed_grad = grad if p.summed_grad is None else p.summed_grad + grad
                 _mark_as_processed(p.grad_sample)
 
@@ -143,3 +200,11 @@ def fast_optimizer_class():
                     p.grad /= scale
 
     return FastDPOptimizer
+
+
+def sample_norms(flat: torch.Tensor, factors) -> torch.Tensor:
+    """Each sample's gradient norm for one parameter: of its rows, or |b_n| |a_n| for a factored one."""
+    if factors is None:
+        return torch.linalg.vector_norm(flat, dim=-1)
+    b, a = factors
+    return torch.linalg.vector_norm(b, dim=-1) * torch.linalg.vector_norm(a, dim=-1)

@@ -102,7 +102,7 @@ class PrivateTraining:
                 module=model, optimizer=optimizers["model"], data_loader=rows, target_epsilon=self.config.epsilon,
                 target_delta=self.delta, epochs=self.train.epochs, max_grad_norm=self.config.max_grad_norm,
                 noise_generator=torch.Generator(device=device).manual_seed(self.train.seed + 1), wrap_model=False)
-        self.optimizer = speed_up(self.optimizer)
+        self.optimizer = speed_up(self.optimizer, self.hooks)
         optimizers["model"] = self.optimizer
         self.sample_rate = 1.0 / len(rows)  # opacus's: each row joins each batch with this probability
         warnings.filterwarnings("ignore", message="Full backward hook is firing")  # opacus's hooks on a first layer
