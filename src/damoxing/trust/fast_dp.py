@@ -157,6 +157,9 @@ def fast_optimizer_class():
 
         def clip_and_accumulate(self) -> None:
             params = self.params
+            for p in params:  # several passes' gradients (a list): each made whole, opacus concatenates them
+                if isinstance(getattr(p, "grad_sample", None), list):
+                    p.grad_sample = [whole(g) for g in p.grad_sample]
             samples = [self._get_flat_grad_sample(p) for p in params]
             n = len(samples[0])
             if n == 0:  # an empty Poisson batch: opacus's own handling
