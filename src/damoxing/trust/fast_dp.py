@@ -35,6 +35,11 @@ DPLSTM both ways and compares the weights):
                        the same noise: those become look-ups. `install()` empties the memo, so
                        each run pays for its own search (a benchmark's repeats included).
 
+The accountant's numpy work runs on one BLAS thread (`one_blas_thread`): OpenBLAS's other
+threads, once woken, spin for a while after each call, and on a machine with few cores that spin
+took the training's core: DP-SGD epochs after an epoch-end epsilon ran up to twice as slow while
+another job shared the machine.
+
 `install()` puts the last two in place (module attributes of opacus; once per process) and starts
 the memo afresh; `speed_up` swaps a made-private optimizer's class when it is a plain DPOptimizer
 and gives that run's hooks the factored Linear.
@@ -42,6 +47,7 @@ and gives that run's hooks the factored Linear.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import torch
@@ -61,6 +67,21 @@ def install() -> None:
         gsm.create_or_accumulate_grad_sample = own_grad_samples(gsm.create_or_accumulate_grad_sample)
         _INSTALLED = True
     rdp._compute_rdp.cache_clear()
+
+
+def one_blas_thread():
+    """A context in which numpy's BLAS uses one thread (threadpoolctl, which scikit-learn brings)."""
+    controller = blas_controller()
+    return contextlib.nullcontext() if controller is None else controller.limit(limits=1, user_api="blas")
+
+
+@functools.cache
+def blas_controller():
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # no threadpoolctl: BLAS keeps its threads
+        return None
+    return ThreadpoolController()
 
 
 def own_grad_samples(opacus_version):

@@ -91,12 +91,12 @@ class PrivateTraining:
         """Per-sample gradients on `model`, the DP optimizer in optimizers["model"], Poisson batches."""
         from torch.utils.data import DataLoader, TensorDataset
 
-        from damoxing.trust.fast_dp import speed_up
+        from damoxing.trust.fast_dp import one_blas_thread, speed_up
 
         n = len(train)
         rows = DataLoader(TensorDataset(torch.arange(n)), batch_size=self.train.batch_size,
                           generator=torch.Generator().manual_seed(self.train.seed))
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), one_blas_thread():  # the noise search's numpy (trust/fast_dp.py)
             warnings.filterwarnings("ignore", message=".*(Secure RNG|secure_mode|Optimal order).*")
             self.hooks, self.optimizer, loader = self.engine.make_private_with_epsilon(
                 module=model, optimizer=optimizers["model"], data_loader=rows, target_epsilon=self.config.epsilon,
@@ -113,7 +113,12 @@ class PrivateTraining:
         return PrivateStep(standard, self.optimizer, self.config.physical_batch_size, self)
 
     def spent(self) -> float:
-        return float(self.engine.get_epsilon(self.delta)) if len(self.engine.accountant) else 0.0
+        from damoxing.trust.fast_dp import one_blas_thread
+
+        if not len(self.engine.accountant):
+            return 0.0
+        with one_blas_thread():  # numpy's other BLAS threads would spin into the next epoch (trust/fast_dp.py)
+            return float(self.engine.get_epsilon(self.delta))
 
     def epoch_record(self) -> dict:
         return {"epsilon": self.spent()}
