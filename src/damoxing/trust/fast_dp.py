@@ -137,8 +137,8 @@ def speed_up(optimizer, hooks=None):
     clipping, one process), and then `hooks` (opacus's GradSampleHooks on the model) hand its
     nn.Linear layers' gradients on factored (factored_linear; for these hooks only, opacus's table
     of grad samplers is left as it is). Any other kind of optimizer is returned as it is."""
-    import torch.nn as nn
     from opacus.optimizers import DPOptimizer
+    from torch import nn
 
     if type(optimizer) is DPOptimizer:
         optimizer.__class__ = fast_optimizer_class()
