@@ -133,7 +133,7 @@ class PrivateTraining:
         return {"epsilon": self.spent(), "target_epsilon": self.config.epsilon, "delta": self.delta,
                 "noise_multiplier": float(self.optimizer.noise_multiplier), "sample_rate": self.sample_rate,
                 "max_grad_norm": self.config.max_grad_norm, "accountant": self.config.accountant,
-                "physical_batch_size": self.config.physical_batch_size or self.train.batch_size,
+                "physical_batch_size": self.config.physical_batch_size,  # None: each Poisson batch in one pass
                 "steps": int(sum(h[-1] for h in self.engine.accountant.history)),
                 "replaced_layers": self.replaced}
 
