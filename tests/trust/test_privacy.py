@@ -168,7 +168,8 @@ def test_a_model_opacus_cannot_train_is_refused_naming_the_layer(cli, tmp_path, 
 
 def tiny_net(kind: str):
     """(model, one row's shape): an MLP, or a DPLSTM (its gates are RNNLinear layers whose
-    per-sample gradients add up over the time steps) under a linear head."""
+    per-sample gradients add up over the time steps) under a linear head, on padded or packed
+    sequences."""
     import torch
     from opacus.layers import DPLSTM
 
@@ -181,6 +182,10 @@ def tiny_net(kind: str):
             self.rnn, self.head = DPLSTM(4, 8, batch_first=True), torch.nn.Linear(8, 3)
 
         def forward(self, x):
+            if kind == "packed":  # sequences of 1-5 steps: the later steps' batches are ragged
+                lengths = (x[:, 0, 0].abs() * 3).long().clamp(0, 4) + 1
+                packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+                return self.head(self.rnn(packed)[1][0][-1])
             return self.head(self.rnn(x)[0][:, -1])
 
     return Net(), (5, 4)
@@ -225,7 +230,7 @@ def dp_weights(kind: str, fast: bool, monkeypatch, steps: int = 6) -> torch.Tens
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
-@pytest.mark.parametrize("kind", ["mlp", "lstm"])
+@pytest.mark.parametrize("kind", ["mlp", "lstm", "packed"])
 def test_the_fast_dp_step_gives_opacus_weights(kind, monkeypatch):
     from damoxing.trust.fast_dp import fast_optimizer_class
 

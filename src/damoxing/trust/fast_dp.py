@@ -24,10 +24,10 @@ DPLSTM both ways and compares the weights):
     own_grad_samples   a layer's per-sample gradients, once computed by its grad sampler, are kept
                        as they are: opacus copies each into a fresh zero-filled tensor first (for
                        a 64 -> 128 layer at batch 64, 2 MB written twice a step, and the page
-                       faults of a fresh allocation). A ragged batch (RNN time steps of packed
-                       sequences) still goes through opacus's copy, and a second pass over the
-                       same layer adds out of place, so nothing is written into a grad sampler's
-                       result.
+                       faults of a fresh allocation). A ragged batch (the later time steps of
+                       packed sequences) still goes through opacus's padded copy, and a second
+                       pass over the same layer adds out of place, so nothing is written into a
+                       grad sampler's result.
     memo_rdp           the RDP of the sampled Gaussian mechanism at one order is a pure function
                        of (sample rate, noise multiplier, order); it is memoised. The noise search
                        evaluates it twice per candidate (the PRV accountant's domain bound asks
@@ -85,22 +85,25 @@ def blas_controller():
 
 
 def own_grad_samples(opacus_version):
-    """opacus's create_or_accumulate_grad_sample, without the copy into zeros for a full batch;
-    a factored Linear gradient (factored_linear) is kept as it is unless it must be added to or
-    padded, then it is made whole first."""
+    """opacus's create_or_accumulate_grad_sample, without the copy into zeros for a full batch: a
+    full batch's per-sample gradients are kept as computed (a factored Linear's as its stand-in)
+    and a second full batch is added out of place; a ragged one (a packed sequence's later time
+    steps) goes through opacus's padded, in-place way, on a copy when what it would add into is a
+    kept tensor, so nothing is ever written into a grad sampler's result."""
 
     def create_or_accumulate_grad_sample(*, param: torch.Tensor, grad_sample: torch.Tensor, max_batch_len: int) -> None:
         if not param.requires_grad:
             return
         current = getattr(param, "_current_grad_sample", None)
-        if grad_sample.shape[0] != max_batch_len or current is not None:  # padded or added to: whole tensors
-            grad_sample, current = whole(grad_sample), None if current is None else whole(current)
-            if current is not None:
-                param._current_grad_sample = current
-        if grad_sample.shape[0] != max_batch_len:  # padded into a max_batch_len tensor: opacus's way
-            opacus_version(param=param, grad_sample=grad_sample, max_batch_len=max_batch_len)
+        if grad_sample.shape[0] == max_batch_len:
+            kept = current is None
+            param._current_grad_sample = grad_sample if kept else whole(current) + whole(grad_sample)
+            param._grad_sample_kept = kept
             return
-        param._current_grad_sample = grad_sample if current is None else current + grad_sample
+        if current is not None and getattr(param, "_grad_sample_kept", False):
+            param._current_grad_sample = whole(current) if hasattr(current, "_factors") else current.clone()
+        param._grad_sample_kept = False
+        opacus_version(param=param, grad_sample=whole(grad_sample), max_batch_len=max_batch_len)
 
     create_or_accumulate_grad_sample.opacus_version = opacus_version  # what it replaces (the tests compare the two)
     return create_or_accumulate_grad_sample
