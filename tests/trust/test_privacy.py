@@ -164,6 +164,7 @@ def test_a_model_opacus_cannot_train_is_refused_naming_the_layer(cli, tmp_path, 
     result = cli("train", path, "--out", tmp_path / "run")
     assert result.code == 2 and "Traceback" not in result.err
     assert "TransformerEncoder" in result.err and "differential privacy" in result.err
+    assert "model.pooling: mean" in result.err  # the family's own way out
 
 
 def tiny_net(kind: str):
@@ -312,3 +313,16 @@ def test_multihead_attention_trains_as_dp_attention_and_the_run_predicts(tmp_pat
     assert len(loaded.predict(rows)) == 5
     assert evaluate(run.path)["metrics"]["accuracy"] == pytest.approx(run.metrics["test"]["accuracy"])
     assert not any(isinstance(m, torch.nn.MultiheadAttention) for m in loaded.model.modules())
+
+
+def test_a_mean_pooled_transformer_trains_privately_and_the_run_predicts(tmp_path, sequences):
+    import numpy as np
+
+    from damoxing.api import evaluate, load, train
+
+    model = {"type": "transformer", "size": "tiny", "pooling": "mean"}  # no [CLS] parameter on the encoder itself
+    run = train(dp_config({"epsilon": 8.0}, model=model, source=sequences, epochs=1), out=tmp_path / "tf", quiet=True)
+    assert run.manifest["privacy"]["replaced_layers"] == []  # its attention is linear maps and SDPA: nothing to replace
+    assert 0 < run.manifest["privacy"]["epsilon"] <= 8.0 * 1.001
+    assert len(load(run.path).predict(np.load(sequences)["x"][:4])) == 4
+    assert evaluate(run.path)["metrics"]["accuracy"] == pytest.approx(run.metrics["test"]["accuracy"])
