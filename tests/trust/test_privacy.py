@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import ClassVar, Literal
 
 import pytest
+import torch
 from conftest import write_yaml
+
+from damoxing.config import ModelConfigBase
 
 QUIET = {"evaluate": {"bootstrap": 0}, "tracking": {"report": False}, "cost": {"enabled": False}}
 
@@ -160,3 +164,165 @@ def test_a_model_opacus_cannot_train_is_refused_naming_the_layer(cli, tmp_path, 
     result = cli("train", path, "--out", tmp_path / "run")
     assert result.code == 2 and "Traceback" not in result.err
     assert "TransformerEncoder" in result.err and "differential privacy" in result.err
+    assert "model.pooling: mean" in result.err  # the family's own way out
+
+
+def tiny_net(kind: str):
+    """(model, one row's shape): an MLP, or a DPLSTM (its gates are RNNLinear layers whose
+    per-sample gradients add up over the time steps) under a linear head, on padded or packed
+    sequences."""
+    import torch
+    from opacus.layers import DPLSTM
+
+    if kind == "mlp":
+        return torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)), (12,)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.head = DPLSTM(4, 8, batch_first=True), torch.nn.Linear(8, 3)
+
+        def forward(self, x):
+            if kind == "packed":  # sequences of 1-5 steps: the later steps' batches are ragged
+                lengths = (x[:, 0, 0].abs() * 3).long().clamp(0, 4) + 1
+                packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+                return self.head(self.rnn(packed)[1][0][-1])
+            return self.head(self.rnn(x)[0][:, -1])
+
+    return Net(), (5, 4)
+
+
+def dp_weights(kind: str, fast: bool, monkeypatch, steps: int = 6) -> torch.Tensor:
+    """A model's weights after a few DP-SGD steps (Poisson batches, some cut into two physical
+    batches), with trust/fast_dp.py's speed-ups (factored Linear gradients included) or with opacus as it is."""
+    import warnings
+
+    import opacus.grad_sample.grad_sample_module as gsm
+    import torch
+    from opacus import PrivacyEngine
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from damoxing.trust.fast_dp import install, speed_up
+
+    install()
+    if not fast:
+        monkeypatch.setattr(gsm, "create_or_accumulate_grad_sample", gsm.create_or_accumulate_grad_sample.opacus_version)
+    torch.manual_seed(0)
+    model, shape = tiny_net(kind)
+    x = torch.randn(120, *shape)
+    y = torch.randint(0, 3, (120,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hooks, optimizer, _ = PrivacyEngine().make_private(
+            module=model, optimizer=torch.optim.Adam(model.parameters(), lr=0.01), data_loader=DataLoader(TensorDataset(x), batch_size=16),
+            noise_multiplier=1.1, max_grad_norm=0.5, wrap_model=False, noise_generator=torch.Generator().manual_seed(1))
+    optimizer = speed_up(optimizer, hooks) if fast else optimizer
+    draw = torch.Generator().manual_seed(2)
+    for step in range(steps):
+        rows = (torch.rand(120, generator=draw) < 16 / 120).nonzero().flatten()
+        parts = (rows[:5], rows[5:]) if step % 2 else (rows,)
+        for i, part in enumerate(parts):
+            warnings.filterwarnings("ignore", message="Full backward hook")
+            torch.nn.functional.cross_entropy(model(x[part]), y[part]).backward()
+            if i < len(parts) - 1:
+                optimizer.signal_skip_step(do_skip=True)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+@pytest.mark.parametrize("kind", ["mlp", "lstm", "packed"])
+def test_the_fast_dp_step_gives_opacus_weights(kind, monkeypatch):
+    from damoxing.trust.fast_dp import fast_optimizer_class
+
+    with monkeypatch.context() as patch:
+        reference = dp_weights(kind, False, patch)
+    fast = dp_weights(kind, True, monkeypatch)
+    # the same clipping, noise draws and scaling; a factored Linear gradient's norm and clipped sum
+    # are summed in another order, so the weights agree to float rounding, not bit for bit
+    assert torch.allclose(fast, reference, rtol=1e-5, atol=1e-6)
+    assert (reference - dp_weights(kind, False, monkeypatch, steps=0)).abs().max() > 1e-3  # the steps moved the weights
+    assert fast_optimizer_class().__name__ == "FastDPOptimizer"
+
+
+def test_the_memoised_accountant_gives_opacus_epsilon():
+    from opacus.accountants import PRVAccountant, RDPAccountant
+    from opacus.accountants.analysis import rdp
+
+    from damoxing.trust.fast_dp import install
+
+    install()
+    assert rdp._compute_rdp.__wrapped__(0.05, 1.3, 7.5) == rdp._compute_rdp(0.05, 1.3, 7.5) == rdp._compute_rdp(0.05, 1.3, 7.5)
+    for accountant in (PRVAccountant(), RDPAccountant()):
+        accountant.history = [(1.3, 0.05, 40)]
+        first = accountant.get_epsilon(1e-5)
+        assert accountant.get_epsilon(1e-5) == first and 0 < first < 10
+
+
+class AttentionConfig(ModelConfigBase):
+    type: Literal["attention_probe"] = "attention_probe"
+    PRESETS: ClassVar[dict] = {}
+
+
+class AttentionProbe(torch.nn.Module):
+    """A tiny sequence classifier around nn.MultiheadAttention (at module level: opacus's fix deep-copies it)."""
+
+    config_class = AttentionConfig
+    input_kinds = frozenset({"sequence"})
+
+    def __init__(self, n_features: int, n_outputs: int):
+        super().__init__()
+        self.embed = torch.nn.Linear(n_features, 16)
+        self.attn = torch.nn.MultiheadAttention(16, 2, batch_first=True)
+        self.head = torch.nn.Linear(16, n_outputs)
+
+    @classmethod
+    def from_config(cls, config, schema):
+        return cls(schema.input_shape[-1], schema.n_outputs)
+
+    def forward(self, x):
+        h = self.embed(x)
+        return self.head(self.attn(h, h, h, need_weights=False)[0].mean(1))
+
+
+@pytest.fixture
+def attention_family():
+    """AttentionProbe registered as a family for one test (no built-in family uses nn.MultiheadAttention:
+    the transformer's attention is its own, over scaled_dot_product_attention)."""
+    from damoxing.models.registry import MODELS
+    from damoxing.spec import config_class
+
+    MODELS.register("attention_probe")(AttentionProbe)
+    config_class.cache_clear()
+    yield "attention_probe"
+    MODELS._entries.pop("attention_probe")
+    config_class.cache_clear()
+
+
+def test_multihead_attention_trains_as_dp_attention_and_the_run_predicts(tmp_path, sequences, attention_family):
+    import numpy as np
+
+    from damoxing.api import evaluate, load, train
+
+    run = train(dp_config({"epsilon": 8.0}, model={"type": attention_family}, source=sequences, epochs=1), out=tmp_path / "attn", quiet=True)
+    assert run.manifest["privacy"]["replaced_layers"] == [{"layer": "attn", "from": "MultiheadAttention", "to": "DPMultiheadAttention"}]
+    assert run.manifest["privacy"]["epsilon"] <= 8.0 * 1.001
+    loaded = load(run.path)
+    assert type(loaded.model.attn).__name__ == "DPMultiheadAttention"  # rebuilt before the weights load
+    rows = np.load(sequences)["x"][:5]
+    assert len(loaded.predict(rows)) == 5
+    assert evaluate(run.path)["metrics"]["accuracy"] == pytest.approx(run.metrics["test"]["accuracy"])
+    assert not any(isinstance(m, torch.nn.MultiheadAttention) for m in loaded.model.modules())
+
+
+def test_a_mean_pooled_transformer_trains_privately_and_the_run_predicts(tmp_path, sequences):
+    import numpy as np
+
+    from damoxing.api import evaluate, load, train
+
+    model = {"type": "transformer", "size": "tiny", "pooling": "mean"}  # no [CLS] parameter on the encoder itself
+    run = train(dp_config({"epsilon": 8.0}, model=model, source=sequences, epochs=1), out=tmp_path / "tf", quiet=True)
+    assert run.manifest["privacy"]["replaced_layers"] == []  # its attention is linear maps and SDPA: nothing to replace
+    assert 0 < run.manifest["privacy"]["epsilon"] <= 8.0 * 1.001
+    assert len(load(run.path).predict(np.load(sequences)["x"][:4])) == 4
+    assert evaluate(run.path)["metrics"]["accuracy"] == pytest.approx(run.metrics["test"]["accuracy"])

@@ -26,7 +26,8 @@ def replace_private_layers(model: torch.nn.Module, for_loading: bool = False) ->
     `for_loading`: only the replacements that change the weights (norms, attention); an LSTM/GRU
     trained as DPLSTM/DPGRU loads into the plain torch layer (`private_state_dict` saves its weights
     under nn.LSTM's names). Raises ConfigError naming each layer opacus still cannot train after
-    the replacement, and why."""
+    the replacement, and why; with the model's `private_hint()` (a family's own way out, e.g. the
+    transformer's options that make it trainable) when it has one."""
     from opacus.validators import ModuleValidator
 
     before = {name: type(module).__name__ for name, module in model.named_modules()}
@@ -49,9 +50,11 @@ def replace_private_layers(model: torch.nn.Module, for_loading: bool = False) ->
     errors = ModuleValidator.validate(fixed, strict=False) + GradSampleModule.validate(fixed, strict=False)
     if errors:
         reasons = "; ".join(reason(e) for e in errors[:5])
+        hint = getattr(model, "private_hint", lambda: None)()  # the family's own way out, if it has one
         raise ConfigError(f"train.privacy: model '{type(model).__name__}' cannot be trained with differential privacy: {reasons}. "
-                          "DP-SGD needs each sample's own gradient; use a family built from standard layers "
-                          "(linear, mlp, cnn, rnn), or drop train.privacy.")
+                          + (f"{hint}; or drop train.privacy." if hint else
+                             "DP-SGD needs each sample's own gradient; use a family built from standard layers "
+                             "(linear, mlp, cnn, rnn), or drop train.privacy."))
     return fixed, replaced
 
 

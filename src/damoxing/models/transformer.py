@@ -137,6 +137,18 @@ class TransformerEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))  # (B, n_outputs)
 
+    def private_hint(self) -> Optional[str]:
+        """Why train.privacy refuses this encoder, and the option that makes it trainable. The
+        [CLS] vector is a parameter of the encoder itself, which also holds the fixed position
+        table (a buffer): opacus has no per-sample gradient for a layer with both. With mean
+        pooling every parameter sits in a layer it knows (embedding or linear, layer norms, the
+        attention's linear maps); with learned positions (no buffer) opacus differentiates the
+        whole encoder per sample through functorch, which is correct but slow."""
+        if self.cls is None or self.config.positional == "learned":
+            return None
+        return ("the transformer's [CLS] vector is a parameter of the encoder itself, beside its fixed position table, and "
+                "DP-SGD has no per-sample gradient for that; set model.pooling: mean to train it with differential privacy")
+
     def export_view(self) -> ExportView:
         """Batch and length vary; a sequence may be as long as the positions table (less the [CLS] slot)."""
         return rows_and_steps(self, "the transformer encoder", most=self.positions.shape[0] - (1 if self.cls is not None else 0))

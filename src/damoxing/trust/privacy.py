@@ -10,11 +10,14 @@ The loop calls it at three points and is otherwise unchanged:
         (per-sample clipping to max_grad_norm, Gaussian noise sized for epsilon over the run's
         epochs) and turns the training rows into Poisson-sampled batches (each row joins each batch
         with probability batch_size / N). Returns the batches the loop iterates.
-    step(standard_step)   the micro-batch work: a Poisson batch is cut into physical batches of
-        physical_batch_size, each clipped and accumulated, noise added once per logical batch
-        (the skip-step signalling of opacus's BatchMemoryManager, driven from here because the
-        loop counts logical batches).
+    step(standard_step)   the micro-batch work: a Poisson batch in one forward/backward, clipped,
+        noised, applied; with physical_batch_size, cut into physical batches of that size, each
+        clipped and accumulated, noise added once per logical batch (the skip-step signalling of
+        opacus's BatchMemoryManager, driven from here because the loop counts logical batches).
     epoch_record()   {"epsilon": spent so far} for history.jsonl.
+
+opacus's step and accountant run with trust/fast_dp.py's speed-ups: the same numbers bit for bit,
+less fixed work per step (the cost of DP-SGD on a small model is mostly that work).
 
 `summary()` is the manifest's privacy block: epsilon spent (and the target), delta, noise
 multiplier, sample rate, max_grad_norm, accountant, replaced layers.
@@ -75,6 +78,9 @@ class PrivateTraining:
     def __init__(self, train: TrainConfig, delta: float, replaced: list[dict]):
         from opacus import PrivacyEngine
 
+        from damoxing.trust.fast_dp import install
+
+        install()  # opacus's step and accountant with less fixed work, the same numbers (trust/fast_dp.py)
         self.config, self.train, self.delta, self.replaced = train.privacy, train, delta, replaced
         with warnings.catch_warnings():  # "Secure RNG turned off": seeded noise is what makes a run reproducible
             warnings.simplefilter("ignore", UserWarning)
@@ -85,15 +91,18 @@ class PrivateTraining:
         """Per-sample gradients on `model`, the DP optimizer in optimizers["model"], Poisson batches."""
         from torch.utils.data import DataLoader, TensorDataset
 
+        from damoxing.trust.fast_dp import one_blas_thread, speed_up
+
         n = len(train)
         rows = DataLoader(TensorDataset(torch.arange(n)), batch_size=self.train.batch_size,
                           generator=torch.Generator().manual_seed(self.train.seed))
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), one_blas_thread():  # the noise search's numpy (trust/fast_dp.py)
             warnings.filterwarnings("ignore", message=".*(Secure RNG|secure_mode|Optimal order).*")
             self.hooks, self.optimizer, loader = self.engine.make_private_with_epsilon(
                 module=model, optimizer=optimizers["model"], data_loader=rows, target_epsilon=self.config.epsilon,
                 target_delta=self.delta, epochs=self.train.epochs, max_grad_norm=self.config.max_grad_norm,
                 noise_generator=torch.Generator(device=device).manual_seed(self.train.seed + 1), wrap_model=False)
+        self.optimizer = speed_up(self.optimizer, self.hooks)
         optimizers["model"] = self.optimizer
         self.sample_rate = 1.0 / len(rows)  # opacus's: each row joins each batch with this probability
         warnings.filterwarnings("ignore", message="Full backward hook is firing")  # opacus's hooks on a first layer
@@ -101,10 +110,15 @@ class PrivateTraining:
         return PoissonBatches(loader, train.x.to(home), None if train.y is None else train.y.to(home), device, batches)
 
     def step(self, standard) -> "PrivateStep":
-        return PrivateStep(standard, self.optimizer, self.config.physical_batch_size or self.train.batch_size, self)
+        return PrivateStep(standard, self.optimizer, self.config.physical_batch_size, self)
 
     def spent(self) -> float:
-        return float(self.engine.get_epsilon(self.delta)) if len(self.engine.accountant) else 0.0
+        from damoxing.trust.fast_dp import one_blas_thread
+
+        if not len(self.engine.accountant):
+            return 0.0
+        with one_blas_thread():  # numpy's other BLAS threads would spin into the next epoch (trust/fast_dp.py)
+            return float(self.engine.get_epsilon(self.delta))
 
     def epoch_record(self) -> dict:
         return {"epsilon": self.spent()}
@@ -119,7 +133,7 @@ class PrivateTraining:
         return {"epsilon": self.spent(), "target_epsilon": self.config.epsilon, "delta": self.delta,
                 "noise_multiplier": float(self.optimizer.noise_multiplier), "sample_rate": self.sample_rate,
                 "max_grad_norm": self.config.max_grad_norm, "accountant": self.config.accountant,
-                "physical_batch_size": self.config.physical_batch_size or self.train.batch_size,
+                "physical_batch_size": self.config.physical_batch_size,  # None: each Poisson batch in one pass
                 "steps": int(sum(h[-1] for h in self.engine.accountant.history)),
                 "replaced_layers": self.replaced}
 
@@ -137,7 +151,9 @@ class PoissonBatches:
 
     def batches(self, order: torch.Tensor, start: int = 0) -> Iterator[tuple[torch.Tensor, Optional[torch.Tensor]]]:
         for indices in self.loader.batch_sampler:  # opacus's Poisson sampler; the loop's permutation is unused
-            rows = torch.as_tensor(indices, dtype=torch.long, device=self.x.device)  # gathered here: no per-row collate
+            # gathered here (no per-row collate); the row ids made on the host and copied without
+            # blocking: a list turned into a tensor on a GPU directly is a synchronous copy each step
+            rows = torch.as_tensor(indices, dtype=torch.long).to(self.x.device, non_blocking=True)
             x = self.x[rows].to(self.device, non_blocking=True)
             yield x, None if self.y is None else self.y[rows].to(self.device, non_blocking=True)
 
@@ -146,10 +162,13 @@ class PoissonBatches:
 
 
 class PrivateStep:
-    """A logical (Poisson) batch cut into physical batches: each one's per-sample gradients clipped
-    and accumulated (a skipped optimizer step), the last one's step adds the noise and updates."""
+    """A logical (Poisson) batch through one forward/backward, clipped, noised and applied; with
+    train.privacy.physical_batch_size, cut into physical batches of that size: each one's
+    per-sample gradients clipped and accumulated (a skipped optimizer step), the last one's step
+    adds the noise and updates. Without it a Poisson batch is never cut, even when it comes out
+    larger than train.batch_size (it does about half the time)."""
 
-    def __init__(self, standard, optimizer, physical: int, owner: PrivateTraining):
+    def __init__(self, standard, optimizer, physical: Optional[int], owner: PrivateTraining):
         self.standard, self.optimizer, self.physical, self.owner = standard, optimizer, physical, owner
 
     def __call__(self, x: torch.Tensor, y: Optional[torch.Tensor], step: int, sync: bool) -> dict[str, torch.Tensor]:
@@ -157,6 +176,12 @@ class PrivateStep:
         if n == 0:  # an empty Poisson batch (vanishingly rare): nothing to learn from, but the step still counts
             self.owner.engine.accountant.step(noise_multiplier=self.optimizer.noise_multiplier, sample_rate=self.owner.sample_rate)
             return {"loss": torch.zeros((), device=x.device)}
+        if self.physical is None or n <= self.physical:
+            loss = self.standard.forward_backward(self.standard.module, x, y)
+            self.standard.rates.set(step)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            return {"loss": loss.detach()}
         chunks = math.ceil(n / self.physical)
         total = torch.zeros((), device=x.device)
         for i in range(chunks):
