@@ -58,10 +58,14 @@ _INSTALLED = False
 def install() -> None:
     """Put own_grad_samples and the memoised RDP into opacus (once per process); empty the memo."""
     global _INSTALLED
-    import opacus.grad_sample.grad_sample_module as gsm
-    from opacus.accountants.analysis import rdp
-    from opacus.accountants.analysis.prv import prvs
+    try:  # opacus's internals as 1.5-1.6 have them; another version keeps its own (slower) way, the same guarantee
+        import opacus.grad_sample.grad_sample_module as gsm
+        from opacus.accountants.analysis import rdp
+        from opacus.accountants.analysis.prv import prvs
 
+        gsm.create_or_accumulate_grad_sample, rdp._compute_rdp, prvs._compute_rdp  # noqa: B018 - present?
+    except (ImportError, AttributeError):
+        return
     if not _INSTALLED:
         rdp._compute_rdp = prvs._compute_rdp = functools.lru_cache(maxsize=65536)(rdp._compute_rdp)
         gsm.create_or_accumulate_grad_sample = own_grad_samples(gsm.create_or_accumulate_grad_sample)
@@ -144,7 +148,10 @@ def speed_up(optimizer, hooks=None):
     from torch import nn
 
     if type(optimizer) is DPOptimizer:
-        optimizer.__class__ = fast_optimizer_class()
+        try:
+            optimizer.__class__ = fast_optimizer_class()
+        except (ImportError, AttributeError):  # another opacus without the internals it builds on: opacus's own step
+            return optimizer
         if hooks is not None:
             hooks.GRAD_SAMPLERS = {**type(hooks).GRAD_SAMPLERS, nn.Linear: factored_linear}
     return optimizer

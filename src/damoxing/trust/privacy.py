@@ -16,8 +16,10 @@ The loop calls it at three points and is otherwise unchanged:
         opacus's BatchMemoryManager, driven from here because the loop counts logical batches).
     epoch_record()   {"epsilon": spent so far} for history.jsonl.
 
-opacus's step and accountant run with trust/fast_dp.py's speed-ups: the same numbers bit for bit,
-less fixed work per step (the cost of DP-SGD on a small model is mostly that work).
+opacus's step and accountant run with trust/fast_dp.py's speed-ups: the same clipping, noise and
+accounting with less fixed work per step (the cost of DP-SGD on a small model is mostly that work);
+weights agree with plain opacus to float rounding (an nn.Linear's clipped sum is summed in another
+order), and an opacus without the internals they build on runs its own way.
 
 `summary()` is the manifest's privacy block: epsilon spent (and the target), delta, noise
 multiplier, sample rate, max_grad_norm, accountant, replaced layers.
