@@ -20,14 +20,17 @@ def run_data(predictor):
     from damoxing.runs.folder import read_json
 
     manifest = read_json(predictor.path / "manifest.json")
-    recorded = manifest.get("data", {})
     indices = split_indices(predictor.path)
     config = predictor.config
     prepared = rebuild_data(config, predictor.preprocessing, indices, _source_folder(config.data.source, manifest))
-    if prepared.fingerprint != recorded.get("fingerprint"):
-        warn(f"the data at {prepared.source} changed since this run was trained (fingerprint differs); "
-             "its splits may not hold the rows metrics.json was computed on.")
+    _warn_if_changed(prepared.fingerprint, manifest, prepared.source)
     return prepared
+
+
+def _warn_if_changed(fingerprint: str, manifest: dict, source: str) -> None:
+    if fingerprint != manifest.get("data", {}).get("fingerprint"):
+        warn(f"the data at {source} changed since this run was trained (fingerprint differs); "
+             "its splits may not hold the rows it was trained and tested on.")
 
 
 def split_indices(run: Path) -> dict[str, np.ndarray]:
@@ -74,9 +77,7 @@ def run_rows(predictor) -> dict:
     manifest = read_json(predictor.path / "manifest.json")
     source = resolve_path(config.data.source, _source_folder(config.data.source, manifest))
     raw = load_source(source, config.data.target)
-    if raw.fingerprint != manifest.get("data", {}).get("fingerprint"):
-        warn(f"the data at {raw.source} changed since this run was trained (fingerprint differs); "
-             "its splits may not hold the rows the run was trained on.")
+    _warn_if_changed(raw.fingerprint, manifest, raw.source)
     frame, _ = kept_rows(raw, predictor.preprocessing)
     columns = predictor.preprocessing.feature_columns
     return {split: frame.iloc[rows[rows < len(frame)]][columns].reset_index(drop=True) for split, rows in split_indices(predictor.path).items()}
