@@ -129,6 +129,9 @@ def test_train_shows_the_summary_saves_it_and_predicts_new_rows_the_same_way(tmp
     assert "'when': 1 (e.g. 'garbage')" in result.err and "'amount': 1 (e.g. 'oops')" in result.err and "'speed': 1 (e.g. 'inf')" in result.err
     new.iloc[:1].to_csv(tmp_path / "clean.csv", index=False)
     assert "cannot read" not in cli("predict", tmp_path / "run", tmp_path / "clean.csv").err
+    new.assign(speed=["fast", "0.1"]).to_csv(tmp_path / "text.csv", index=False)  # text in a strict numeric column is refused
+    refused = cli("predict", tmp_path / "run", tmp_path / "text.csv")
+    assert refused.code == 2 and "'fast'" in refused.err and "cannot read" not in refused.err  # no warning that claims imputing
 
 
 def test_quiet_silences_the_table_but_not_the_warnings(tmp_path, cli):

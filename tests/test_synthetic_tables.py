@@ -155,3 +155,54 @@ def test_serve_generates_table_rows_in_the_original_columns(table_run):
     assert first == again and first["n"] == 5 and len(first["rows"]) == 5  # the same seed, the same rows
     assert list(first["rows"][0]) == list(labelled_table().columns)[:-1]
     assert all(row["label"] in ("tall", "short") for row in first["rows"])
+
+
+def test_a_numeric_label_and_too_few_rows(tmp_path, capsys):
+    """A 0.0/1.0 label read from CSV stays one set of classes across real and synthetic rows; fewer
+    rows than the report needs are written with the reason instead of a crash."""
+    from damoxing.api import generate, train
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=300)
+    pd.DataFrame({"a": a, "b": a + rng.normal(0, 0.3, 300), "label": (a > 0).astype(float)}).to_csv(tmp_path / "t.csv", index=False)
+    config = {"name": "floats", "data": {"source": str(tmp_path / "t.csv"), "target": "label"},
+              "model": {"type": "vae", "latent_dim": 2, "hidden": [32]},
+              "train": {"epochs": 30, "batch_size": 32, "optimizer": {"name": "adam", "lr": 0.005}},
+              "evaluate": {"bootstrap": 0}, "tracking": {"report": False}, "cost": {"enabled": False}}
+    run = train(config, out=tmp_path / "run", quiet=True)
+    generate(run.path, n=300, out=tmp_path / "rows.csv")
+    report = json.loads((tmp_path / "rows.quality.json").read_text())
+    assert set(pd.read_csv(tmp_path / "rows.csv")["label"]) <= {0.0, 1.0}
+    assert report["utility"]["synthetic"]["accuracy"] > report["utility"]["baseline"]["accuracy"]  # was 0.0: "0" vs "0.0"
+    for n in (1, 5):
+        generate(run.path, n=n, out=tmp_path / f"few{n}.csv")
+        few = json.loads((tmp_path / f"few{n}.quality.json").read_text())
+        assert "too few to measure" in few["skipped"] and len(pd.read_csv(tmp_path / f"few{n}.csv")) == n
+
+
+def test_a_failed_write_leaves_none_of_the_three_files(table_run, tmp_path, monkeypatch):
+    import damoxing.verbs.outputs as outputs
+    from damoxing.api import generate
+
+    real = outputs.write_file
+
+    def failing(path, write):
+        if str(path).endswith(".html"):
+            raise OSError(28, "No space left on device")
+        return real(path, write)
+
+    monkeypatch.setattr(outputs, "write_file", failing)
+    with pytest.raises(OSError):
+        generate(table_run.path, n=20, out=tmp_path / "rows.csv")
+    assert list(tmp_path.iterdir()) == []  # a rerun to the same --out is not refused for a half-written set
+    monkeypatch.setattr(outputs, "write_file", real)
+    generate(table_run.path, n=20, out=tmp_path / "rows.csv")
+    assert len(list(tmp_path.iterdir())) == 3
+
+
+def test_the_summary_lines_show_a_dash_for_what_was_not_measured():
+    from damoxing.inference.tables import summary_lines
+
+    arm = {"mean_column_distance": None, "correlation": {"pairs": 0}, "two_sample_auc": None}
+    lines = summary_lines({"fidelity": {"synthetic": arm, "baseline": arm}})
+    assert "column distance -, corr diff -, two-sample AUC -" in lines[0]

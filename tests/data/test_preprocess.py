@@ -165,6 +165,16 @@ def test_inverse_transform_never_invents_the_bucket_without_rare_values():
     assert pre.inverse_transform(x)["c"].tolist() == ["b"]
 
 
+def test_inverse_transform_keeps_the_number_type_each_column_had():
+    frame = pd.DataFrame({"ints": [1, 2, 3, 4], "whole_floats": [0.0, 1.0, 0.0, 1.0], "codes": [1.0, 2.0, 1.0, np.nan]})
+    pre = TabularPreprocessor().fit(frame, list(frame.columns), kinds={"codes": "categorical"})
+    back = pre.inverse_transform(pre.transform(frame))
+    assert back["ints"].dtype == "Int64" and back["ints"].tolist() == [1, 2, 3, 4]
+    assert back["whole_floats"].dtype == np.float64 and back["whole_floats"].tolist() == [0.0, 1.0, 0.0, 1.0]  # 0.0/1.0 stays floats
+    assert back["codes"].dtype == np.float64 and back["codes"].tolist() == [1.0, 2.0, 1.0, 1.0]
+    np.testing.assert_array_equal(pre.transform(back), pre.transform(frame.fillna({"codes": 1.0})))  # read back as the same categories
+
+
 def test_inverse_transform_of_preprocessing_saved_without_the_facts():
     frame = pd.DataFrame({"n": [1.0, 2.0, 4.0, np.nan]})
     saved = TabularPreprocessor().fit(frame, ["n"]).to_dict()

@@ -245,6 +245,21 @@ def test_the_fast_dp_step_gives_opacus_weights(kind, monkeypatch):
     assert fast_optimizer_class().__name__ == "FastDPOptimizer"
 
 
+def test_without_its_grad_sample_storage_the_fast_step_leaves_linear_layers_to_opacus(monkeypatch):
+    """An opacus whose storage was not replaced (another version) must not be handed factored
+    Linear gradients: it would copy their stand-in's empty memory and clip garbage."""
+    import opacus.grad_sample.grad_sample_module as gsm
+
+    from damoxing.trust.fast_dp import install
+
+    install()
+    with monkeypatch.context() as patch:
+        reference = dp_weights("mlp", False, patch)
+    monkeypatch.setattr(gsm, "create_or_accumulate_grad_sample", gsm.create_or_accumulate_grad_sample.opacus_version)
+    fast = dp_weights("mlp", True, monkeypatch)  # the optimizer sped up, the storage opacus's own
+    assert torch.allclose(fast, reference, rtol=1e-5, atol=1e-6)
+
+
 def test_the_memoised_accountant_gives_opacus_epsilon():
     from opacus.accountants import PRVAccountant, RDPAccountant
     from opacus.accountants.analysis import rdp

@@ -115,7 +115,8 @@ class TabularPreprocessor:
     def _fit_numbers(self, values: pd.Series, name: str) -> dict[str, Any]:
         x = _as_float(values, name)
         impute, offset, scale = self._fit_scale(x)
-        return {"name": name, "kind": "numeric", "impute": impute, "offset": offset, "scale": scale, **_number_facts(x)}
+        return {"name": name, "kind": "numeric", "impute": impute, "offset": offset, "scale": scale,
+                **_number_facts(x, typed_int=pd.api.types.is_integer_dtype(values.dtype))}
 
     def _fit_scale(self, x: np.ndarray) -> tuple[float, float, float]:
         """(impute, offset, scale) of one column of numbers (NaN = missing)."""
@@ -232,7 +233,9 @@ class TabularPreprocessor:
                 lost = present & parse_dates(values, col["format"]).isna().to_numpy()
             elif is_categorical(values) and not pd.api.types.is_bool_dtype(values.dtype):
                 numbers = pd.to_numeric(values.astype(object), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-                lost = present & ~np.isfinite(numbers) if col.get("coerce") else present & np.isinf(numbers)
+                if not col.get("coerce") and (present & np.isnan(numbers)).any():
+                    return {}  # text in a column of numbers: transform refuses the rows with its own message
+                lost = present & ~np.isfinite(numbers)
             else:
                 numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
                 lost = present & np.isinf(numbers)
@@ -322,29 +325,32 @@ def _rate(missing: np.ndarray) -> float:
     return float(missing.mean()) if len(missing) else 0.0
 
 
-def _number_facts(x: np.ndarray) -> dict[str, Any]:
+def _number_facts(x: np.ndarray, typed_int: bool) -> dict[str, Any]:
     """What decoding needs of a numeric column's training values (NaN = missing): the missing rate,
-    the range, and whether every value is a whole number."""
+    the range, whether every value is a whole number, and whether the column was typed as integers
+    (a column of whole numbers read as floats, e.g. 0.0/1.0 or integers with a gap, stays floats)."""
     present = x[~np.isnan(x)]
     if len(present) == 0:
         return {"missing": 1.0}
     return {"missing": _rate(np.isnan(x)), "min": float(present.min()), "max": float(present.max()),
-            "integer": bool(np.all(present == np.round(present)))}
+            "integer": bool(np.all(present == np.round(present))), "values": "int" if typed_int else "float"}
 
 
 def _category_facts(values: pd.Series) -> dict[str, Any]:
-    """A categorical column's missing rate and the type its values had (text, bool or number)."""
-    kind = ("bool" if pd.api.types.is_bool_dtype(values.dtype)
-            else "number" if pd.api.types.is_numeric_dtype(values.dtype) else "text")
+    """A categorical column's missing rate and the type its values had (text, bool, int or float)."""
+    kind = ("bool" if pd.api.types.is_bool_dtype(values.dtype) else "int" if pd.api.types.is_integer_dtype(values.dtype)
+            else "float" if pd.api.types.is_numeric_dtype(values.dtype) else "text")
     return {"missing": _rate(values.isna().to_numpy()), "values": kind}
 
 
 def _decode_number(x: np.ndarray, col: dict[str, Any]) -> pd.Series:
+    """Scaling undone, clipped to the training range; whole-number columns rounded (Int64 when they were typed so)."""
     x = x * col["scale"] + col["offset"]
     if "min" in col:
         x = np.clip(x, col["min"], col["max"])
     if col.get("integer"):
-        return pd.Series(np.round(x)).astype("Int64")
+        x = np.round(x)
+        return pd.Series(x).astype("Int64") if col.get("values") == "int" else pd.Series(x)
     return pd.Series(x)
 
 
@@ -362,10 +368,9 @@ def _decode_category(block: np.ndarray, col: dict[str, Any], encoding: str) -> p
     kind = col.get("values", "text")
     if kind == "bool":
         return values.map({"True": True, "False": False}).astype(object)
-    if kind == "number":
+    if kind in ("int", "float"):
         numbers = pd.to_numeric(values, errors="coerce")  # the bucket has no number: missing
-        whole = numbers.dropna()
-        return numbers.astype("Int64") if len(whole) and bool((whole == whole.round()).all()) else numbers
+        return numbers.astype("Int64") if kind == "int" else numbers
     return values
 
 

@@ -26,7 +26,7 @@ Three blocks, each computed for the synthetic rows beside two yardsticks:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 import pandas as pd
@@ -91,13 +91,16 @@ def correlation_difference(real: pd.DataFrame, other: pd.DataFrame, kinds: dict[
             "worst_pair": [str(names[upper[0][worst]]), str(names[upper[1][worst]])]}
 
 
-def two_sample_auc(real: np.ndarray, other: np.ndarray, seed: int) -> float:
-    """Cross-validated ROC AUC of a classifier separating `real` rows from `other` rows (equal numbers)."""
+def two_sample_auc(real: np.ndarray, other: np.ndarray, seed: int) -> Optional[float]:
+    """Cross-validated ROC AUC of a classifier separating `real` rows from `other` rows (equal numbers);
+    None with fewer than 2 rows on a side."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
     rng = np.random.default_rng(seed)
     n = min(len(real), len(other), TWO_SAMPLE_MAX)
+    if n < 2:
+        return None
     x = np.vstack([real[rng.choice(len(real), n, replace=False)], other[rng.choice(len(other), n, replace=False)]])
     y = np.r_[np.zeros(n), np.ones(n)]
     folds = StratifiedKFold(n_splits=min(FOLDS, n), shuffle=True, random_state=seed)
@@ -151,6 +154,13 @@ def closeness(synthetic: np.ndarray, train: np.ndarray, holdout: np.ndarray, see
 # ---------------------------------------------------------------------------------------------- utility
 
 
+def label_keys(values: pd.Series) -> pd.Series:
+    """Class labels as comparable text: numbers through float (1, 1.0 and Int64 1 are one class), the rest as text."""
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+        return values.astype(float).map(repr)
+    return values.astype(str)
+
+
 def is_class_label(values: pd.Series) -> bool:
     """A label to classify: text, bools, or whole numbers with at most 20 distinct values."""
     present = values.dropna()
@@ -175,13 +185,13 @@ def utility(train: pd.DataFrame, synthetic: pd.DataFrame, test: pd.DataFrame, ta
     test = test[test[target].notna()]
     for name, rows in (("real", train), ("synthetic", synthetic)):
         rows = rows[rows[target].notna()]
-        if classify and rows[target].astype(str).nunique() < 2:
-            scores[name] = {"error": f"the {name} rows hold a single value of '{target}'"}
+        if len(rows) < 2 or (classify and label_keys(rows[target]).nunique() < 2):
+            scores[name] = {"error": f"the {name} rows hold fewer than 2 {'classes' if classify else 'values'} of '{target}'"}
             continue
         encode = encoder(rows, features)
         y, y_test = rows[target], test[target]
         if classify:
-            y, y_test = y.astype(str), y_test.astype(str)
+            y, y_test = label_keys(y), label_keys(y_test)
             model = HistGradientBoostingClassifier(random_state=seed).fit(encode(rows), y)
             result = {"accuracy": float(accuracy_score(y_test, model.predict(encode(test))))}
             if len(model.classes_) == 2 and y_test.nunique() == 2:
@@ -192,8 +202,8 @@ def utility(train: pd.DataFrame, synthetic: pd.DataFrame, test: pd.DataFrame, ta
             result = {"r2": float(r2_score(y_test.astype(float), model.predict(encode(test))))}
         scores[name] = result
     if classify:
-        majority = train[target].dropna().astype(str).mode().iloc[0]
-        scores["baseline"] = {"accuracy": float((test[target].astype(str) == majority).mean()), "predicts": majority}
+        majority = label_keys(train[target].dropna()).mode().iloc[0]
+        scores["baseline"] = {"accuracy": float((label_keys(test[target]) == majority).mean()), "predicts": majority}
     else:
         scores["baseline"] = {"r2": float(r2_score(test[target].astype(float), np.full(len(test), float(train[target].mean()))))}
     return scores

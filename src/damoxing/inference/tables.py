@@ -26,6 +26,7 @@ from damoxing.inference.run_data import run_rows
 
 TABLE_SUFFIXES = (".csv", ".parquet")
 MAX_ROWS = 1_000_000
+MIN_MEASURED = 10  # fewer synthetic rows than this are written without a quality report
 LABEL_NAMES = ("label", "target", "y", "class")
 
 
@@ -121,6 +122,8 @@ def quality(predictor, synthetic: pd.DataFrame, train: pd.DataFrame, held_out: O
 
     if len(train) < 2:
         return {"skipped": "the run's training split has fewer than 2 rows"}
+    if len(synthetic) < MIN_MEASURED:
+        return {"skipped": f"{len(synthetic)} rows are too few to measure (at least {MIN_MEASURED}); generate more with --n"}
     encode = predictor.preprocessing.inputs.transform
     baseline = measure.independent_columns(train, len(synthetic), seed)
     train_x, synthetic_x, baseline_x = encode(train), encode(synthetic), encode(baseline)
@@ -165,8 +168,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     arms = [a for a in ("synthetic", "baseline", "reference") if a in f]
     names = {"synthetic": "synthetic", "baseline": "independent columns", "reference": "real held-out"}
     lines = ["fidelity vs training rows: " + "; ".join(
-        f"{names[a]}: column distance {f[a]['mean_column_distance']:.3f}, corr diff {f[a]['correlation'].get('mean_abs', 0):.3f}, "
-        f"two-sample AUC {f[a]['two_sample_auc']:.3f}" for a in arms)]
+        f"{names[a]}: column distance {_fmt(f[a]['mean_column_distance'])}, corr diff {_fmt(f[a]['correlation'].get('mean_abs'))}, "
+        f"two-sample AUC {_fmt(f[a]['two_sample_auc'])}" for a in arms)]
     p = report.get("privacy", {})
     if "synthetic" in p:
         s = p["synthetic"]
@@ -177,6 +180,10 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     if "synthetic" in u:
         key = "accuracy" if u["task"] == "classification" else "r2"
         lines.append(f"utility ({u['target']}, test on {u['test_rows']} real rows): trained on synthetic {key} "
-                     f"{u['synthetic'].get(key, float('nan')):.4f}, on real {u['real'].get(key, float('nan')):.4f}, "
-                     f"baseline {u['baseline'][key]:.4f}")
+                     f"{_fmt(u['synthetic'].get(key), 4)}, on real {_fmt(u['real'].get(key), 4)}, baseline {_fmt(u['baseline'][key], 4)}")
     return lines
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    """A number to `digits` places; '-' for one not measured (None, or an error entry's missing key)."""
+    return "-" if value is None else f"{value:.{digits}f}"

@@ -49,9 +49,10 @@ def distributions(train: pd.DataFrame, synthetic: pd.DataFrame, kinds: dict[str,
         if kind in ("numeric", "date"):
             a, b = _numbers(train[name], kind), _numbers(synthetic[name], kind)
             both = np.concatenate([a, b])
-            if len(both):
-                bins = np.histogram_bin_edges(both, bins=30)
+            bins = np.histogram_bin_edges(both, bins=30) if len(both) else None
+            if len(a):  # a side with no values (all missing) is left out: a density of nothing is undefined
                 ax.hist(a, bins=bins, density=True, alpha=0.55, color=REAL, label="real")
+            if len(b):
                 ax.hist(b, bins=bins, density=True, histtype="step", linewidth=1.4, color=SYNTHETIC, label="synthetic")
         else:
             p = train[name].dropna().astype(str).value_counts(normalize=True)
@@ -129,7 +130,7 @@ def _utility_table(utility: dict) -> str:
 
 def _cards(report: dict) -> str:
     f = report["fidelity"]["synthetic"]
-    cards = [_card("two-sample AUC", _num(f["two_sample_auc"], 3), "0.5: cannot tell synthetic from real; 1: always can"),
+    cards = [_card("two-sample AUC", _num(f.get("two_sample_auc"), 3), "0.5: cannot tell synthetic from real; 1: always can"),
              _card("correlation difference", _num(f["correlation"].get("mean_abs"), 3),
                    f"independent columns: {_num(report['fidelity']['baseline']['correlation'].get('mean_abs'), 3)}")]
     p = (report.get("privacy") or {}).get("synthetic")

@@ -58,19 +58,44 @@ _INSTALLED = False
 def install() -> None:
     """Put own_grad_samples and the memoised RDP into opacus (once per process); empty the memo."""
     global _INSTALLED
-    try:  # opacus's internals as 1.5-1.6 have them; another version keeps its own (slower) way, the same guarantee
-        import opacus.grad_sample.grad_sample_module as gsm
-        from opacus.accountants.analysis import rdp
-        from opacus.accountants.analysis.prv import prvs
-
-        gsm.create_or_accumulate_grad_sample, rdp._compute_rdp, prvs._compute_rdp  # noqa: B018 - present?
-    except (ImportError, AttributeError):
-        return
+    # Each piece only where opacus has the internal it replaces (1.5-1.6 do); another version keeps
+    # its own (slower) way for that piece, with the same guarantee.
     if not _INSTALLED:
-        rdp._compute_rdp = prvs._compute_rdp = functools.lru_cache(maxsize=65536)(rdp._compute_rdp)
-        gsm.create_or_accumulate_grad_sample = own_grad_samples(gsm.create_or_accumulate_grad_sample)
+        try:
+            import opacus.grad_sample.grad_sample_module as gsm
+
+            gsm.create_or_accumulate_grad_sample = own_grad_samples(gsm.create_or_accumulate_grad_sample)
+        except (ImportError, AttributeError):
+            pass
+        try:
+            from opacus.accountants.analysis import rdp
+            from opacus.accountants.analysis.prv import prvs
+
+            rdp._compute_rdp = prvs._compute_rdp = functools.lru_cache(maxsize=65536)(rdp._compute_rdp)
+        except (ImportError, AttributeError):
+            pass
         _INSTALLED = True
-    rdp._compute_rdp.cache_clear()
+    memo = _memoised_rdp()
+    if memo is not None:
+        memo.cache_clear()
+
+
+def _memoised_rdp():
+    """opacus's RDP function when install() memoised it, else None."""
+    try:
+        from opacus.accountants.analysis import rdp
+    except ImportError:
+        return None
+    return rdp._compute_rdp if hasattr(rdp._compute_rdp, "cache_clear") else None
+
+
+def keeps_grad_samples() -> bool:
+    """Whether opacus's grad-sample storage is own_grad_samples (which knows factored gradients)."""
+    try:
+        import opacus.grad_sample.grad_sample_module as gsm
+    except ImportError:
+        return False
+    return hasattr(gsm.create_or_accumulate_grad_sample, "opacus_version")
 
 
 def one_blas_thread():
@@ -152,7 +177,7 @@ def speed_up(optimizer, hooks=None):
             optimizer.__class__ = fast_optimizer_class()
         except (ImportError, AttributeError):  # another opacus without the internals it builds on: opacus's own step
             return optimizer
-        if hooks is not None:
+        if hooks is not None and keeps_grad_samples():  # opacus's own storage would copy the stand-in's empty memory
             hooks.GRAD_SAMPLERS = {**type(hooks).GRAD_SAMPLERS, nn.Linear: factored_linear}
     return optimizer
 

@@ -69,12 +69,19 @@ def generate_table(run: str | Path, n: Optional[int], seed: int, out: str | Path
     n = n if n is not None else max(len(split_indices(predictor.path).get("train", ())), 1)
     out = check_table_request(predictor.path, out, n, interpolate)
     made = synthesize(predictor, n, seed, target)
-    write_table(made.rows, out)
-    write_json(quality_path(out), made.report)
-    page = build_page(made.report, made.train, made.rows, made.kinds, out.name)
-    write_file(quality_path(out, ".html"), lambda tmp: tmp.write_text(page))
+    page = build_page(made.report, made.train, made.rows, made.kinds, out.name)  # everything made before anything is written
+    lines = summary_lines(made.report)
+    written: list[Path] = []
+    try:
+        written.append(write_table(made.rows, out))
+        written.append(write_json(quality_path(out), made.report))
+        written.append(write_file(quality_path(out, ".html"), lambda tmp: tmp.write_text(page)))
+    except BaseException:
+        for file in written:  # all three or none: a rerun to the same --out must not be refused for a half-written set
+            file.unlink(missing_ok=True)
+        raise
     note(f"wrote {len(made.rows):,} synthetic rows x {made.rows.shape[1]} columns to {out}")
-    for line in summary_lines(made.report):
+    for line in lines:
         note(line)
     note(f"quality report: {quality_path(out)} ({quality_path(out, '.html').name} to read)")
     return out
