@@ -86,16 +86,17 @@ def main() -> None:
                             "privacy": {"synthetic": report["privacy"]["baseline"]}}, None, None, None, None))
             rows.insert(1, ("real held-out rows (reference)", {"fidelity": {"synthetic": report["fidelity"]["reference"]}}, None, None, None, None))
 
-    print("| rows | mean column distance | corr diff (mean / max) | two-sample AUC | closer to train | copies | DCR median (held-out 2.37) "
-          "| TSTR gbm / TRTR gbm | TSTR mlp / TRTR mlp | train s | generate s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| rows | mean column distance | corr diff (mean / max) | two-sample AUC | closer to train | copies | membership AUC "
+          "| DCR median (held-out 2.37) | TSTR gbm / TRTR gbm | TSTR mlp / TRTR mlp | train s | generate s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, report, mlp_synthetic, mlp_real, train_s, generate_s in rows:
         f = report["fidelity"]["synthetic"]
         p = report.get("privacy", {}).get("synthetic")
         u = report.get("utility")
         cells = [name, f"{f['mean_column_distance']:.3f}", f"{f['correlation']['mean_abs']:.3f} / {f['correlation']['max_abs']:.3f}",
                  f"{f['two_sample_auc']:.3f}",
-                 f"{p['share_closer_to_train']:.2f}" if p else "-", str(p["copies"]) if p else "-", f"{p['dcr_median']:.2f}" if p else "-",
+                 f"{p['share_closer_to_train']:.2f}" if p else "-", str(p["copies"]) if p else "-",
+                 f"{p['membership_auc']:.3f}" if p else "-", f"{p['dcr_median']:.2f}" if p else "-",
                  f"{u['synthetic']['accuracy']:.4f} / {u['real']['accuracy']:.4f}" if u else "-",
                  f"{mlp_synthetic:.4f} / {mlp_real:.4f}" if mlp_synthetic is not None else "-",
                  f"{train_s:.1f}" if train_s else "-", f"{generate_s:.1f}" if generate_s else "-"]

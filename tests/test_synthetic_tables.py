@@ -81,7 +81,7 @@ def test_the_quality_report_ranks_synthetic_rows_between_the_baseline_and_real_r
     assert set(fidelity["synthetic"]["columns"]["city"]) >= {"tvd", "missing_real", "missing_other"}
     assert "ks" in fidelity["synthetic"]["columns"]["joined"]
     privacy = report["privacy"]["synthetic"]
-    assert privacy["copies"] == 0 and 0.3 < privacy["share_closer_to_train"] < 0.75
+    assert privacy["copies"] == 0 and 0.3 < privacy["share_closer_to_train"] < 0.75 and 0.3 < privacy["membership_auc"] < 0.75
     utility = report["utility"]
     assert utility["target"] == "label" and utility["task"] == "classification"
     assert utility["real"]["accuracy"] > utility["baseline"]["accuracy"] + 0.1
@@ -93,8 +93,10 @@ def test_copying_the_training_rows_shows_in_the_privacy_block():
     train, holdout = rng.normal(size=(300, 5)), rng.normal(size=(100, 5))
     copied = measure.closeness(train[:200], train, holdout, seed=0)
     assert copied["copies"] == 200 and copied["share_closer_to_train"] > 0.6
+    assert copied["membership_auc"] > 0.75  # the copied training rows are picked out from the synthetic rows alone
     fresh = measure.closeness(rng.normal(size=(200, 5)), train, holdout, seed=0)
     assert fresh["copies"] == 0 and abs(fresh["share_closer_to_train"] - 0.5) < 0.12
+    assert abs(fresh["membership_auc"] - 0.5) < 0.1
 
 
 def test_the_two_sample_test_tells_broken_correlations_from_the_same_distribution():

@@ -175,7 +175,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         s = p["synthetic"]
         lines.append(f"privacy: {s['share_closer_to_train']:.2f} (sd {s['share_spread']:.2f}) of synthetic rows closer to a training row "
                      f"than to a held-out one (0.5 expected without copying), {s['copies']} exact copies, median distance to closest record "
-                     f"{s['dcr_median']:.3f} (held-out rows: {s['holdout_dcr_median']:.3f})")
+                     f"{s['dcr_median']:.3f} (held-out rows: {s['holdout_dcr_median']:.3f}), membership-inference AUC "
+                     f"{_fmt(s.get('membership_auc'))} (0.5: membership not given away)")
     u = report.get("utility", {})
     if "synthetic" in u:
         key = "accuracy" if u["task"] == "classification" else "r2"

@@ -113,10 +113,10 @@ def _columns_table(synthetic: dict) -> str:
 
 def _privacy_table(privacy: dict) -> str:
     rows = [[_esc(label), f"{_num(arm['share_closer_to_train'], 2)} (sd {_num(arm.get('share_spread'), 2)})", str(arm["copies"]),
-             _num(arm["dcr_median"], 3), _num(arm["dcr_5th_percentile"], 3), _num(arm["holdout_dcr_median"], 3)]
-            for label, arm in _arms(privacy)]
-    return _table(["rows", "closer to training (0.5 expected)", "exact copies", "DCR median", "DCR 5th percentile",
-                   "held-out rows' DCR median"], rows)
+             _num(arm.get("membership_auc"), 3), _num(arm["dcr_median"], 3), _num(arm["dcr_5th_percentile"], 3),
+             _num(arm["holdout_dcr_median"], 3)] for label, arm in _arms(privacy)]
+    return _table(["rows", "closer to training (0.5 expected)", "exact copies", "membership-inference AUC (0.5: none)", "DCR median",
+                   "DCR 5th percentile", "held-out rows' DCR median"], rows)
 
 
 def _utility_table(utility: dict) -> str:
@@ -135,7 +135,8 @@ def _cards(report: dict) -> str:
                    f"independent columns: {_num(report['fidelity']['baseline']['correlation'].get('mean_abs'), 3)}")]
     p = (report.get("privacy") or {}).get("synthetic")
     if p:
-        cards.append(_card("closer to training", _num(p["share_closer_to_train"], 2), f"0.5 expected; {p['copies']} exact copies"))
+        cards.append(_card("membership-inference AUC", _num(p.get("membership_auc"), 3),
+                           f"0.5: membership not given away; closer to training {_num(p['share_closer_to_train'], 2)}, {p['copies']} copies"))
     u = report.get("utility") or {}
     if isinstance(u.get("synthetic"), dict):
         key = "accuracy" if u["task"] == "classification" else "r2"
