@@ -96,7 +96,7 @@ def main() -> None:
             last[name] = pieces[name]()
             wall[name].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
-    print(f"\n| piece | median wall s | min wall s | median CPU s | target |\n|---|---|---|---|---|")
+    print("\n| piece | median wall s | min wall s | median CPU s | target |\n|---|---|---|---|---|")
     for name in pieces:
         print(f"| {name} | {statistics.median(wall[name]):.2f} | {min(wall[name]):.2f} | {statistics.median(cpu[name]):.2f} | "
               f"{'< 30 s' if 'end to end' not in name else ''} |")

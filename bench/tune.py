@@ -63,7 +63,7 @@ def main() -> None:
         rows.append(study(folder, args.epochs, args.trials, "hyperband", jobs=2, tag="-2jobs"))
     print(json.dumps(rows, indent=1))
     saved = 1 - rows[1]["epochs"] / rows[0]["epochs"]
-    print(f"| pruner | jobs | trials | pruned | epochs spent | best val accuracy | test accuracy of the best | wall s |")
+    print("| pruner | jobs | trials | pruned | epochs spent | best val accuracy | test accuracy of the best | wall s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['pruner']} | {r['jobs']} | {r['trials']} | {r['pruned']} | {r['epochs']} | {r['best_val']:.4f} | "
