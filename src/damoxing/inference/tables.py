@@ -153,7 +153,8 @@ def _encoder(predictor):
     formats = {c["name"]: c.get("format") for c in saved.columns_ if c["kind"] == "date"}
 
     def fit(rows: pd.DataFrame, columns: list[str]):
-        encoder = TabularPreprocessor(saved.numeric_impute, saved.scaling, saved.categorical, saved.max_categories)
+        encoder = TabularPreprocessor(saved.numeric_impute, saved.scaling, saved.categorical, saved.max_categories,
+                                      saved.min_category_count)
         encoder.fit(rows, columns, kinds={c: kinds[c] for c in columns}, date_formats=formats)
         return encoder.transform
 

@@ -15,14 +15,14 @@ from damoxing.inference.text import generate_text
 from damoxing.runs.folder import check_run, read_json
 
 
+def run_schema(run: str | Path) -> dict:
+    """A run folder's data schema (task, kind, ...), read from its preprocessing.json without loading the model."""
+    return read_json(check_run(run) / "preprocessing.json")["schema"]
+
+
 def run_task(run: str | Path) -> str:
     """The task of a run folder, read from its preprocessing.json without loading the model."""
-    return read_json(check_run(run) / "preprocessing.json")["schema"]["task"]
-
-
-def run_kind(run: str | Path) -> str:
-    """The data kind (table, image, ...) of a run folder, read from its preprocessing.json."""
-    return read_json(check_run(run) / "preprocessing.json")["schema"]["kind"]
+    return run_schema(run)["task"]
 
 
 def generate(run: str | Path, *, prompt: str = "", max_new_tokens: int = 100, temperature: float = 1.0,
@@ -34,8 +34,9 @@ def generate(run: str | Path, *, prompt: str = "", max_new_tokens: int = 100, te
     vae/gan on a table: `n` rows (default: as many as the training split) written to `out` (.csv or
     .parquet) with FILE.quality.json and .html beside it (`target`: the label column of its utility check).
     Returns the file's path."""
-    if run_task(run) == "generation":
-        if run_kind(run) == "table":
+    schema = run_schema(run)
+    if schema["task"] == "generation":
+        if schema["kind"] == "table":
             return generate_table(run, n=n, seed=0 if seed is None else seed, out=out, target=target, interpolate=interpolate)
         if target is not None:
             raise UserError(f"--target names the label column of a synthetic table; '{run}' generates images. Leave out --target.")
